@@ -1,0 +1,1 @@
+"""loopwright.agents (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""loopwright.judges (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""loopwright.kernels (see DESIGN.md)."""

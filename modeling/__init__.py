@@ -1,0 +1,1 @@
+"""loopwright.modeling (see DESIGN.md)."""

@@ -1,0 +1,61 @@
+"""loopwright.sdk: types, the five interfaces, generator backends, cache, artifacts, executors, tasks, CLI.
+
+Public names are importable from here. Backends that need heavy engines (torch, vllm, ray) are loaded
+lazily on first attribute access, so ``import loopwright.sdk`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import BackendError, ConfigError, LoopwrightError, PromptTooLongError
+from .filter import Filter
+from .generator import Generator
+from .judge import Judge
+from .searcher import Searcher
+from .tool import Tool
+from .types import (
+    Budget,
+    Completion,
+    Decision,
+    JudgeProvenance,
+    Message,
+    Prompt,
+    SamplingParams,
+    ScoredPath,
+    SearchResult,
+    SwapRecord,
+    ToolResult,
+    Usage,
+    Verdict,
+    normalize_prompt,
+    total_usage,
+)
+
+_LAZY = {
+    "TransformersGenerator": "loopwright.sdk.generators.transformers",
+    "VLLMGenerator": "loopwright.sdk.generators.vllm",
+    "OpenAIGenerator": "loopwright.sdk.generators.openai",
+    "ScriptedGenerator": "loopwright.sdk.generators.scripted",
+    "GenerationCache": "loopwright.sdk.cache",
+    "CachedGenerator": "loopwright.sdk.cache",
+    "RunDir": "loopwright.sdk.artifacts",
+    "atomic_write": "loopwright.sdk.artifacts",
+    "LocalExecutor": "loopwright.sdk.executors",
+    "RayExecutor": "loopwright.sdk.executors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'loopwright.sdk' has no attribute {name!r}")
+
+
+__all__ = [
+    "BackendError", "Budget", "Completion", "ConfigError", "Decision", "Filter", "Generator", "Judge",
+    "JudgeProvenance", "LoopwrightError", "Message", "Prompt", "PromptTooLongError", "SamplingParams",
+    "ScoredPath", "SearchResult", "Searcher", "SwapRecord", "Tool", "ToolResult", "Usage", "Verdict",
+    "normalize_prompt", "total_usage", *_LAZY,
+]

@@ -1,0 +1,1 @@
+"""Generator backends: transformers, vLLM, OpenAI-compatible servers and a scripted test double."""

@@ -1,0 +1,1 @@
+"""loopwright.tools (see DESIGN.md)."""

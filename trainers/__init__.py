@@ -1,0 +1,1 @@
+"""loopwright.trainers (see DESIGN.md)."""
