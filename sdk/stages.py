@@ -1,0 +1,95 @@
+"""Durable stage pipelines: an ordered list of stages run as a LangGraph graph with a SQLite checkpointer.
+
+Every loop in loopwright is a sequence of durable stages (generate, judge, filter, train, evaluate, ...).
+This module turns such a sequence into a LangGraph ``StateGraph`` whose state carries only *references*
+(artifact paths, metrics, fingerprints — never rows; ecosystem.md §4.5, langgraph#7843), checkpointed in
+``RUN_DIR/checkpoints.sqlite``. A run killed at any point is resumed with :func:`run_stages` (``resume=True``)
+or ``loopwright resume RUN_DIR``: LangGraph restarts from the last completed stage, so finished stages are
+not redone. Each stage is also recorded in the run's manifest (timings, status) through ``RunDir.stage``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+
+def _merge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(a or {}), **(b or {})}
+
+
+class StageState(TypedDict, total=False):
+    """Graph state: references and small metrics only."""
+
+    run_dir: str
+    artifacts: Annotated[dict[str, str], _merge]
+    metrics: Annotated[dict[str, Any], _merge]
+    completed: Annotated[list[str], operator.add]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One durable stage: ``fn(state, run) -> {"artifacts": {...}, "metrics": {...}}`` (both optional).
+
+    Stages must be idempotent: a resumed run re-executes the stage that was interrupted.
+    """
+
+    name: str
+    fn: Callable[[StageState, Any], dict[str, Any] | None]
+
+
+def _node(stage: Stage, run: Any) -> Callable[[StageState], dict[str, Any]]:
+    def node(state: StageState) -> dict[str, Any]:
+        with run.stage(stage.name) as rec:
+            out = stage.fn(state, run) or {}
+            rec.metrics.update(out.get("metrics") or {})
+            for path in (out.get("artifacts") or {}).values():
+                if Path(path).is_relative_to(run.path):
+                    rec.add_artifact(path)
+        return {"artifacts": out.get("artifacts", {}), "metrics": out.get("metrics", {}), "completed": [stage.name]}
+
+    node.__name__ = stage.name
+    return node
+
+
+def run_stages(stages: Sequence[Stage], run: Any, *, resume: bool = False, thread_id: str = "main") -> StageState:
+    """Run ``stages`` in order inside run directory ``run`` (a :class:`~loopwright.sdk.artifacts.RunDir`).
+
+    With ``resume=True`` the graph continues from its last checkpoint instead of starting over; resuming a
+    finished run is a no-op that returns its final state.
+    """
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}")
+    graph = StateGraph(StageState)
+    prev = START
+    for stage in stages:
+        graph.add_node(stage.name, _node(stage, run))
+        graph.add_edge(prev, stage.name)
+        prev = stage.name
+    graph.add_edge(prev, END)
+
+    conn = sqlite3.connect(str(run.path / "checkpoints.sqlite"), check_same_thread=False)
+    try:
+        app = graph.compile(checkpointer=SqliteSaver(conn))
+        config = {"configurable": {"thread_id": thread_id}}
+        snapshot = app.get_state(config)
+        if resume and snapshot.values:
+            if not snapshot.next:  # already finished
+                return snapshot.values
+            return app.invoke(None, config, durability="sync")
+        if snapshot.values and not resume:
+            raise ValueError(f"{run.path} already holds a run; resume it with `loopwright resume {run.path}`")
+        return app.invoke(
+            {"run_dir": str(run.path), "artifacts": {}, "metrics": {}, "completed": []}, config, durability="sync"
+        )
+    finally:
+        conn.close()

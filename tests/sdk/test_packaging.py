@@ -1,0 +1,85 @@
+"""Packaging contracts: light imports, the dependency direction of DESIGN.md, the CLI entry point."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "vllm", "ray", "trl", "langgraph", "transformers")
+
+# DESIGN.md "Dependency direction": package -> loopwright packages it may import.
+ALLOWED = {
+    "sdk": set(),
+    "tools": {"sdk"},
+    "agents": {"sdk", "tools"},
+    "judges": {"sdk", "trainers"},
+    "trainers": {"sdk", "modeling"},
+    "modeling": {"kernels"},
+    "kernels": set(),
+}
+COMPOSITION_ROOTS = {ROOT / "sdk" / "cli.py"}
+
+
+def test_import_loopwright_is_light():
+    code = (
+        "import sys, loopwright, loopwright.sdk\n"
+        "from loopwright.sdk import SamplingParams, Verdict, Generator, Judge, Filter, Tool, Searcher\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing loopwright loaded heavy modules: {out.stdout.strip()}"
+
+
+def _imported_packages(path: Path, package: str) -> set[str]:
+    """loopwright top-level packages imported by a file (absolute `loopwright.x` and escaping relative imports)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    depth_of_file = len(path.relative_to(ROOT / package).parts)  # 1 for package/x.py
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names = [node.module or ""]
+            elif node.level >= depth_of_file + 1:  # climbs above the package: ..x from package/x.py
+                mod = (node.module or "").split(".")[0]
+                names = [f"loopwright.{mod}"] if mod else [f"loopwright.{a.name}" for a in node.names]
+            else:
+                continue
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "loopwright" and len(parts) > 1 and parts[1] in ALLOWED:
+                found.add(parts[1])
+    found.discard(package)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_dependency_direction(package):
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        if path in COMPOSITION_ROOTS:
+            continue
+        extra = _imported_packages(path, package) - ALLOWED[package]
+        if extra:
+            bad.append(f"{path.relative_to(ROOT)} imports {sorted(extra)}")
+    assert not bad, "dependency direction violated (DESIGN.md):\n" + "\n".join(bad)
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "loopwright.sdk.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("run", "resume", "recipes", "sandbox"):
+        assert cmd in out.stdout
+
+
+def test_console_script_installed():
+    exe = Path(sys.executable).parent / "loopwright"
+    assert exe.exists(), "the `loopwright` console script is not installed (pip install -e .)"
