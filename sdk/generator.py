@@ -62,6 +62,10 @@ class Generator(ABC):
             "use TransformersGenerator or VLLMGenerator"
         )
 
+    def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
+        """Batched :meth:`score`; backends override it with a single batched forward pass."""
+        return [self.score(p, c) for p, c in zip(prompts, continuations, strict=True)]
+
     def template_hash(self) -> str | None:
         """Hash of the chat template applied to message prompts (part of the cache key)."""
         return None
