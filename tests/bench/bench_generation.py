@@ -77,10 +77,8 @@ def bench_transformers(model_dir: str, rounds: int, max_tokens: int, n_prompts: 
                 enc = tok(t, return_tensors="pt", add_special_tokens=False)
                 out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id)
-                new = out[0, enc["input_ids"].shape[1]:].tolist()
-                if tok.eos_token_id in new:
-                    new = new[: new.index(tok.eos_token_id)]
-                ids_all.append(new)
+                # batch 1: no padding, decoding ends at (and keeps) EOS, as our Completion.token_ids do
+                ids_all.append(out[0, enc["input_ids"].shape[1]:].tolist())
         return sum(len(x) for x in ids_all), ids_all
 
     ours(), loop()  # warm-up
