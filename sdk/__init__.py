@@ -40,10 +40,18 @@ _LAZY = {
     "ScriptedGenerator": "loopwright.sdk.generators.scripted",
     "GenerationCache": "loopwright.sdk.cache",
     "CachedGenerator": "loopwright.sdk.cache",
+    "VLLMServer": "loopwright.sdk.server",
     "RunDir": "loopwright.sdk.artifacts",
     "atomic_write": "loopwright.sdk.artifacts",
+    "write_json": "loopwright.sdk.artifacts",
+    "write_jsonl": "loopwright.sdk.artifacts",
+    "read_jsonl": "loopwright.sdk.artifacts",
+    "Executor": "loopwright.sdk.executors",
     "LocalExecutor": "loopwright.sdk.executors",
     "RayExecutor": "loopwright.sdk.executors",
+    "Stage": "loopwright.sdk.stages",
+    "run_stages": "loopwright.sdk.stages",
+    "load_recipe": "loopwright.sdk.recipes",
 }
 
 
