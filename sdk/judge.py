@@ -14,7 +14,7 @@ from typing import ClassVar
 from .types import Prompt, Verdict
 
 
-class Judge(ABC):
+class Judge(ABC):  # noqa: B024 - a judge implements the kinds it supports
     """Base class of judges (LLM judges, reward models, scripted judges, ...)."""
 
     kinds: ClassVar[frozenset[str]] = frozenset()

@@ -46,6 +46,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){gpu}"
 
 
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
 def prompts_for(n: int, seed: int) -> list[list[dict]]:
     from loopwright.sdk.tasks.miniarith import ID, generate_problems
     from loopwright.trainers.sandbox.seed import miniarith_prompt
@@ -85,9 +91,10 @@ def bench_transformers(model_dir: str, rounds: int, max_tokens: int, n_prompts: 
     ratios, ours_tps, loop_tps = [], [], []
     same = None
     for _ in range(rounds):
-        t0 = time.perf_counter(); n_ours, ids_ours = ours(); t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter(); n_loop, ids_loop = loop(); t_loop = time.perf_counter() - t0
-        ours_tps.append(n_ours / t_ours); loop_tps.append(n_loop / t_loop)
+        (n_ours, ids_ours), t_ours = timed(ours)
+        (n_loop, ids_loop), t_loop = timed(loop)
+        ours_tps.append(n_ours / t_ours)
+        loop_tps.append(n_loop / t_loop)
         ratios.append(ours_tps[-1] / loop_tps[-1])
         same = sum(a == b for a, b in zip(ids_ours, ids_loop, strict=True)) / len(texts)
     return {"ratio_median": statistics.median(ratios), "ratios": ratios,
@@ -120,8 +127,11 @@ def bench_vllm(model_dir: str, rounds: int, max_tokens: int, n_prompts: int) -> 
         order = [("ours", ours), ("raw", raw)] if r % 2 == 0 else [("raw", raw), ("ours", ours)]
         res = {}
         for name, fn in order:
-            t0 = time.perf_counter(); n = fn(); res[name] = n / (time.perf_counter() - t0)
-        ours_tps.append(res["ours"]); raw_tps.append(res["raw"]); ratios.append(res["ours"] / res["raw"])
+            n, t = timed(fn)
+            res[name] = n / t
+        ours_tps.append(res["ours"])
+        raw_tps.append(res["raw"])
+        ratios.append(res["ours"] / res["raw"])
     gen.close()
     return {"ratio_median": statistics.median(ratios), "ratios": ratios,
             "ours_tok_s": statistics.median(ours_tps), "raw_tok_s": statistics.median(raw_tps),

@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import BaseModel
+
 from loopwright.sdk.artifacts import RunDir, atomic_write, git_revision, read_jsonl, write_json, write_jsonl
 from loopwright.sdk.errors import ConfigError
 from loopwright.sdk.types import Completion
-from pydantic import BaseModel
 
 
 def _leftovers(folder):

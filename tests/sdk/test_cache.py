@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+
 from loopwright.sdk.cache import CachedGenerator, GenerationCache, cache_key
 from loopwright.sdk.generator import Generator
 from loopwright.sdk.types import Completion, Prompt, SamplingParams, Usage

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 import pytest
+
 from loopwright.sdk.errors import ConfigError
 from loopwright.sdk.executors import LocalExecutor, RayExecutor, init_ray, shutdown_ray
 from loopwright.sdk.generator import Generator

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conformance import CONFORMANCE_CHECKS, PROMPTS
+
 from loopwright.sdk.errors import BackendError, ConfigError
 from loopwright.sdk.generators.openai import OpenAIGenerator, is_retryable, retry_after_seconds
 from loopwright.sdk.types import Completion, SamplingParams

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from conformance import CONFORMANCE_CHECKS
+
 from loopwright.sdk.generators.scripted import ScriptedGenerator, render_chat, whitespace_tokens
 from loopwright.sdk.types import SamplingParams, total_usage
 
