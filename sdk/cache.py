@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -32,6 +33,11 @@ from .generator import Generator
 from .types import Completion, Prompt, SamplingParams, prompt_key
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at REAL NOT NULL)"
+
+
+def loopwright_home() -> Path:
+    """Root of loopwright's on-disk caches: ``$LOOPWRIGHT_HOME`` or ``~/.cache/loopwright``."""
+    return Path(os.environ.get("LOOPWRIGHT_HOME") or Path.home() / ".cache" / "loopwright").expanduser()
 
 
 def cache_key(identity: dict[str, Any], prompt: Prompt, params: SamplingParams, namespace: str = "") -> str:

@@ -1,9 +1,10 @@
 """The sandbox recipe: build the sandbox models and show the SFT seed model beats the untrained one.
 
 This is the CLI's default recipe (``loopwright run``). Stages (durable, resumable; see sdk/stages.py):
-``data`` (MiniArith evaluation sets, in and out of distribution) -> ``base_model`` (tokenizer + random tiny
-Llama) -> ``seed_model`` (TRL SFT on MiniArith) -> ``evaluate`` (greedy accuracy of both models on both
-sets through a real Generator backend, with the generation cache) -> ``report`` (report.md + metrics.json).
+``data`` (three MiniArith evaluation sets: held-out problems from the seed model's training distribution, the
+spec's ID preset and the OOD preset) -> ``base_model`` (tokenizer + random tiny Llama) -> ``seed_model`` (TRL
+SFT on MiniArith) -> ``evaluate`` (greedy accuracy of both models on every set through a real Generator
+backend, with the generation cache) -> ``report`` (report.md + metrics.json).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from loopwright.sdk.recipes import RecipeConfig
 
 from .seed import SandboxConfig
 
+SPLITS = ("train_dist", "id", "ood")
+
 
 class SandboxEvalConfig(BaseModel):
     """How the sandbox models are evaluated."""
@@ -26,7 +29,8 @@ class SandboxEvalConfig(BaseModel):
 
     backend: Literal["transformers", "vllm"] = "transformers"
     n_problems: int = Field(200, ge=1)
-    max_tokens: int = Field(160, ge=1)
+    max_tokens: int = Field(256, ge=1)
+    """Room for the longest OOD solutions (6 steps of 4-digit numbers) within the 512-token context."""
     batch_size: int = Field(32, ge=1)
     cache: bool = True
 
@@ -69,10 +73,17 @@ def _stage_data(cfg: SandboxRecipe, run: Any) -> dict[str, Any]:
     from loopwright.sdk.artifacts import write_jsonl
     from loopwright.sdk.tasks.miniarith import ID, OOD, generate_problems
 
+    from .seed import held_out_problems
+
+    n = cfg.eval.n_problems
+    # Preset seeds are offset from the recipe seed so they never coincide with the training problems' seed.
+    sets = {
+        "train_dist": held_out_problems(n, cfg.sandbox),
+        "id": generate_problems(n, ID.model_copy(update={"seed": 10_000 + cfg.seed})),
+        "ood": generate_problems(n, OOD.model_copy(update={"seed": 10_000 + cfg.seed})),
+    }
     artifacts = {}
-    # Evaluation seeds are offset from the recipe seed so they never coincide with the training problems' seed.
-    for split, preset in (("id", ID), ("ood", OOD)):
-        problems = generate_problems(cfg.eval.n_problems, preset.model_copy(update={"seed": 10_000 + cfg.seed}))
+    for split, problems in sets.items():
         path = run.path / f"eval_{split}.jsonl"
         write_jsonl(path, [p.model_dump(mode="json") for p in problems])
         artifacts[f"eval_{split}"] = str(path)
@@ -92,13 +103,13 @@ def _make_generator(cfg: SandboxRecipe, model_dir: str):
 
 def _stage_evaluate(cfg: SandboxRecipe, state: dict, run: Any, progress: bool) -> dict[str, Any]:
     from loopwright.sdk.artifacts import read_jsonl, write_jsonl
-    from loopwright.sdk.cache import CachedGenerator, GenerationCache
+    from loopwright.sdk.cache import CachedGenerator, GenerationCache, loopwright_home
     from loopwright.sdk.executors import LocalExecutor
     from loopwright.sdk.tasks.gsm8k import extract_model_answer, is_correct
     from loopwright.sdk.tasks.miniarith import MiniArithProblem
     from loopwright.sdk.types import SamplingParams
 
-    from .seed import loopwright_home, miniarith_prompt
+    from .seed import miniarith_prompt
 
     params = SamplingParams(max_tokens=cfg.eval.max_tokens, temperature=0.0)
     cache = GenerationCache(loopwright_home() / "generations.sqlite") if cfg.eval.cache else None
@@ -110,7 +121,7 @@ def _stage_evaluate(cfg: SandboxRecipe, state: dict, run: Any, progress: bool) -
             gen = CachedGenerator(gen, cache)
         executor = LocalExecutor(gen, batch_size=cfg.eval.batch_size, progress=progress)
         try:
-            for split in ("id", "ood"):
+            for split in SPLITS:
                 problems = [MiniArithProblem.model_validate(r) for r in read_jsonl(state["artifacts"][f"eval_{split}"])]
                 outs = executor.run([miniarith_prompt(p) for p in problems], params)
                 rows, correct, invalid = [], 0, 0
@@ -140,16 +151,18 @@ def _stage_report(cfg: SandboxRecipe, state: dict, run: Any) -> dict[str, Any]:
     from loopwright.sdk.artifacts import atomic_write, write_json
 
     m = state["metrics"]
+    task = cfg.sandbox.task
     lines = [
         "# Sandbox report",
         "",
         f"MiniArith greedy exact-answer accuracy, {cfg.eval.n_problems} problems per set, backend "
         f"`{cfg.eval.backend}`, recipe seed {cfg.seed}.",
         "",
-        "| model | in distribution (1-3 steps, 1-99) | out of distribution (4-6 steps, 100-9999) |",
-        "|---|---|---|",
-        f"| untrained base | {m['accuracy_base_id']:.1%} | {m['accuracy_base_ood']:.1%} |",
-        f"| SFT seed model | {m['accuracy_seed_id']:.1%} | {m['accuracy_seed_ood']:.1%} |",
+        f"| model | held out, training distribution ({task.min_steps}-{task.max_steps} steps, operands "
+        f"{task.min_number}-{task.max_number}) | ID preset (1-3 steps, 1-99) | OOD preset (4-6 steps, 100-9999) |",
+        "|---|---|---|---|",
+        *(f"| {label} | " + " | ".join(f"{m[f'accuracy_{tag}_{s}']:.1%}" for s in SPLITS) + " |"
+          for tag, label in (("base", "untrained base"), ("seed", "SFT seed model"))),
         "",
         f"Seed model folder: `{state['artifacts']['seed_model']}`",
     ]
