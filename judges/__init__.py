@@ -1,1 +1,47 @@
-"""loopwright.judges (see DESIGN.md)."""
+"""loopwright.judges: LLM judges (pointwise, pairwise), reward-model judge, verdict parsers, judge evaluation.
+
+Every judge implements :class:`loopwright.sdk.judge.Judge` and returns :class:`loopwright.sdk.types.Verdict`
+objects with provenance and an explicit ``valid`` / ``invalid_reason`` (DESIGN.md "The five interfaces").
+Importing this package loads no torch / vllm / trl; backends are imported where they are used.
+"""
+
+from __future__ import annotations
+
+from .llm import LLMJudge
+from .pairwise import PairwiseJudge, make_pairwise_judge, soft_preference
+from .parsers import (
+    META_WINNER_PARSER_VERSION,
+    PAIRWISE_PARSER_VERSION,
+    PARSER_VERSIONS,
+    SCORE_PARSER_VERSION,
+    ParseResult,
+    parse_meta_winner,
+    parse_pairwise,
+    parse_score,
+)
+from .pointwise import PointwiseJudge, make_pointwise_judge
+from .templates import ADDITIVE_5POINT, META_JUDGE, PAIRWISE_VERDICT, JudgeTemplate, prompt_text
+
+# Names from the other judge modules (reward model, evaluation, adapters) are added below by their owners.
+
+__all__ = [
+    "ADDITIVE_5POINT",
+    "META_JUDGE",
+    "META_WINNER_PARSER_VERSION",
+    "PAIRWISE_PARSER_VERSION",
+    "PAIRWISE_VERDICT",
+    "PARSER_VERSIONS",
+    "SCORE_PARSER_VERSION",
+    "JudgeTemplate",
+    "LLMJudge",
+    "PairwiseJudge",
+    "ParseResult",
+    "PointwiseJudge",
+    "make_pairwise_judge",
+    "make_pointwise_judge",
+    "parse_meta_winner",
+    "parse_pairwise",
+    "parse_score",
+    "prompt_text",
+    "soft_preference",
+]
