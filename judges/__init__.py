@@ -7,6 +7,7 @@ Importing this package loads no torch / vllm / trl; backends are imported where 
 
 from __future__ import annotations
 
+from .adapters.trl import RewardFuncMixin, as_pairwise_reward_func, as_reward_func
 from .llm import LLMJudge
 from .pairwise import PairwiseJudge, make_pairwise_judge, soft_preference
 from .parsers import (
@@ -20,6 +21,7 @@ from .parsers import (
     parse_score,
 )
 from .pointwise import PointwiseJudge, make_pointwise_judge
+from .reward_model import RewardModelJudge
 from .templates import ADDITIVE_5POINT, META_JUDGE, PAIRWISE_VERDICT, JudgeTemplate, prompt_text
 
 # Names from the other judge modules (reward model, evaluation, adapters) are added below by their owners.
@@ -37,6 +39,10 @@ __all__ = [
     "PairwiseJudge",
     "ParseResult",
     "PointwiseJudge",
+    "RewardFuncMixin",
+    "RewardModelJudge",
+    "as_pairwise_reward_func",
+    "as_reward_func",
     "make_pairwise_judge",
     "make_pointwise_judge",
     "parse_meta_winner",

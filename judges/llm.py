@@ -16,12 +16,13 @@ from loopwright.sdk.generator import Generator
 from loopwright.sdk.judge import Judge
 from loopwright.sdk.types import Completion, JudgeProvenance, Prompt, SamplingParams, Usage
 
+from .adapters.trl import RewardFuncMixin
 from .templates import JudgeTemplate
 
 __all__ = ["LLMJudge"]
 
 
-class LLMJudge(Judge):
+class LLMJudge(RewardFuncMixin, Judge):
     """Base class of judges that prompt a :class:`~loopwright.sdk.generator.Generator` and parse its text."""
 
     parser_version: ClassVar[str] = "none"
