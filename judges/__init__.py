@@ -8,6 +8,15 @@ Importing this package loads no torch / vllm / trl; backends are imported where 
 from __future__ import annotations
 
 from .adapters.trl import RewardFuncMixin, as_pairwise_reward_func, as_reward_func
+from .datasets import (
+    PreferencePair,
+    default_data_root,
+    load_llmbar,
+    load_mt_bench_human,
+    load_pairs,
+    load_preference_jsonl,
+)
+from .evaluation import JudgeReport, evaluate
 from .llm import LLMJudge
 from .pairwise import PairwiseJudge, make_pairwise_judge, soft_preference
 from .parsers import (
@@ -24,8 +33,6 @@ from .pointwise import PointwiseJudge, make_pointwise_judge
 from .reward_model import RewardModelJudge
 from .templates import ADDITIVE_5POINT, META_JUDGE, PAIRWISE_VERDICT, JudgeTemplate, prompt_text
 
-# Names from the other judge modules (reward model, evaluation, adapters) are added below by their owners.
-
 __all__ = [
     "ADDITIVE_5POINT",
     "META_JUDGE",
@@ -34,15 +41,23 @@ __all__ = [
     "PAIRWISE_VERDICT",
     "PARSER_VERSIONS",
     "SCORE_PARSER_VERSION",
+    "JudgeReport",
     "JudgeTemplate",
     "LLMJudge",
     "PairwiseJudge",
     "ParseResult",
     "PointwiseJudge",
+    "PreferencePair",
     "RewardFuncMixin",
     "RewardModelJudge",
     "as_pairwise_reward_func",
     "as_reward_func",
+    "default_data_root",
+    "evaluate",
+    "load_llmbar",
+    "load_mt_bench_human",
+    "load_pairs",
+    "load_preference_jsonl",
     "make_pairwise_judge",
     "make_pointwise_judge",
     "parse_meta_winner",

@@ -2,7 +2,8 @@
 
 ``loopwright run [RECIPE]`` runs a recipe (the sandbox recipe when none is given) in a fresh run directory;
 ``loopwright resume RUN_DIR`` continues a killed or failed run from its last completed stage;
-``loopwright recipes`` lists the built-in recipes; ``loopwright sandbox`` builds (or finds) the sandbox models.
+``loopwright recipes`` lists the built-in recipes; ``loopwright sandbox`` builds (or finds) the sandbox models;
+``loopwright judge eval`` measures a pairwise judge on gold preference pairs (LLMBar, MT-Bench human, JSONL).
 This module is a composition root: it may import any loopwright folder, lazily, inside a command.
 """
 
@@ -112,6 +113,150 @@ def sandbox(
 
     path = ensure_seed_model() if trained else ensure_base_model()
     typer.echo(json.dumps({"model_dir": str(path)}))
+
+
+# --------------------------------------------------------------------------------------------- judge
+
+judge_app = typer.Typer(help="Judges: evaluate a pairwise LLM judge on gold preference pairs.",
+                        no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+JUDGE_BACKENDS = ("transformers", "vllm", "openai")
+JUDGE_DATASETS = ("llmbar", "mt_bench")
+
+
+def _limit_pairs(pairs: list, limit: int | None) -> list:
+    """The first ``limit`` pairs taking each subset in turn (round-robin), so every subset is represented."""
+    if limit is None or limit >= len(pairs):
+        return pairs
+    by_subset: dict[str, list] = {}
+    for p in pairs:
+        by_subset.setdefault(p.subset, []).append(p)
+    queues = [list(v) for v in by_subset.values()]
+    out: list = []
+    while len(out) < limit:
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(q.pop(0))
+    return out
+
+
+@judge_app.command("eval")
+def judge_eval(
+    data: Annotated[str, typer.Option(help="llmbar | mt_bench | PATH.jsonl (TRL prompt/chosen/rejected or LLMBar "
+                                           "input/output_1/output_2/label).")] = "llmbar",
+    backend: Annotated[str, typer.Option(help="transformers | vllm | openai.")] = "transformers",
+    model: Annotated[str | None, typer.Option(help="Model folder (transformers, vllm) or served model name "
+                                                   "(openai). Default: the sandbox seed model.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. "
+                                                      "http://127.0.0.1:8000/v1 (openai backend).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate N pairs (round-robin over subsets).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/judge-eval-<data>-<time>).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding llmbar/ (default: <repo>/../shared/data "
+                                                        "or $LOOPWRIGHT_DATA).")] = None,
+    seed: Annotated[int, typer.Option(help="Placement seed: which slot holds the chosen response.")] = 0,
+    samples: Annotated[int, typer.Option(help="Samples per order, plurality vote (useful with --temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (default greedy).")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="New tokens per judgement.")] = 256,
+    both_orders: Annotated[bool, typer.Option(help="Judge both orders (A/B swapped) in the judge.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Pairs per judge call.")] = 32,
+    truncate: Annotated[bool, typer.Option(help="Keep the last tokens of prompts longer than the context "
+                                                "instead of failing (small-context models).")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Evaluate a PairwiseJudge on gold pairs; print the RewardBench-style table, write report.md/json + records."""
+    if backend not in JUDGE_BACKENDS:
+        _fail(f"--backend {backend!r} is not one of {', '.join(JUDGE_BACKENDS)}")
+    if base_url is not None and backend != "openai":
+        _fail(f"--base-url is only used with --backend openai (got --backend {backend!r})")
+    if backend == "openai" and (base_url is None or model is None):
+        _fail("--backend openai needs --base-url URL and --model SERVED_NAME (e.g. --base-url "
+              "http://127.0.0.1:8000/v1 --model judge)")
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit} must be a positive number of pairs")
+    if samples < 1 or max_tokens < 1 or batch_size < 1:
+        _fail(f"--samples {samples}, --max-tokens {max_tokens} and --batch-size {batch_size} must all be >= 1")
+    from loopwright.judges.datasets import load_pairs
+    from loopwright.judges.evaluation import evaluate
+
+    if data not in JUDGE_DATASETS and not data.endswith((".jsonl", ".json")):
+        _fail(f"--data {data!r} is not one of {', '.join(JUDGE_DATASETS)} or a .jsonl/.json path")
+    try:
+        pairs = _limit_pairs(load_pairs(data, data_root), limit)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+        return
+    if not pairs:
+        _fail(f"--data {data!r} has no pairs")
+
+    from .types import SamplingParams
+
+    if model is None:
+        from loopwright.trainers.sandbox.seed import ensure_seed_model
+
+        model = str(ensure_seed_model())
+    if backend in ("transformers", "vllm") and not Path(model).is_dir():
+        _fail(f"--model {model!r} is not a model folder (backend {backend} loads local folders; no hub access)")
+    try:
+        sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, truncate_prompt=truncate,
+                                  seed=seed if temperature > 0 else None)
+    except ValueError as e:
+        _fail(str(e))
+        return
+
+    from .artifacts import RunDir
+
+    if out is None:
+        stem = Path(data).stem if data.endswith((".jsonl", ".json")) else data
+        out = Path("runs") / f"judge-eval-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = {"command": "judge eval", "data": data, "backend": backend, "model": model, "base_url": base_url,
+              "limit": limit, "n_pairs": len(pairs), "both_orders": both_orders, "samples": samples,
+              "batch_size": batch_size, "sampling": sampling.model_dump(mode="json")}
+    try:
+        run = RunDir(out, config=config, seeds={"placement": seed})
+    except ConfigError as e:
+        _fail(f"{e} (or pass another --out)")
+        return
+
+    from loopwright.judges.pairwise import PairwiseJudge
+
+    if backend == "transformers":
+        from .generators.transformers import TransformersGenerator
+
+        gen = TransformersGenerator(model, batch_size=min(batch_size * (2 if both_orders else 1), 64))
+    elif backend == "vllm":
+        from .generators.vllm import VLLMGenerator
+
+        gen = VLLMGenerator(model, enable_prefix_caching=True)
+    else:
+        from .generators.openai import OpenAIGenerator
+
+        gen = OpenAIGenerator(base_url, model)  # type: ignore[arg-type]
+    try:
+        judge = PairwiseJudge(gen, both_orders=both_orders, samples=samples, sampling=sampling)
+    except ValueError as e:
+        _fail(str(e))
+        return
+
+    run.set_meta("judge", {"name": judge.name, "template_id": judge.template.template_id,
+                           "template_hash": judge.template.template_hash,
+                           "parser_version": judge.parser_version})
+    typer.echo(f"judging {len(pairs)} pairs from {data} with {backend}:{model} -> {out}")
+    try:
+        with run.stage("judge_eval") as st:
+            report = evaluate(judge, pairs, seed=seed, batch_size=batch_size, run_dir=out, progress=progress)
+            st.rows = report.n
+            st.metrics = {"accuracy": report.accuracy, "invalid_rate": report.invalid_rate,
+                          "position_consistent_accuracy": report.position_consistent_accuracy}
+            for name in ("records.jsonl", "report.json", "report.md"):
+                st.add_artifact(out / name)
+    finally:
+        close = getattr(gen, "close", None)
+        if callable(close):
+            close()
+    typer.echo("")
+    typer.echo(report.to_markdown())
+    typer.echo(f"report: {out / 'report.md'}  records: {out / 'records.jsonl'}")
 
 
 def main(argv: list[str] | None = None) -> None:
