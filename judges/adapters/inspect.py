@@ -6,7 +6,8 @@ into any inspect ``Task`` and keeps an unparseable verdict visible as data.
 
 Usage (``pip install inspect-ai``; inspect-ai is imported only when :func:`judge_scorer` is called)::
 
-    from inspect_ai import Task, eval
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
     from inspect_ai.dataset import Sample
     from inspect_ai.solver import generate
     from loopwright.judges import PairwiseJudge
@@ -16,7 +17,7 @@ Usage (``pip install inspect-ai``; inspect-ai is imported only when :func:`judge
     judge = PairwiseJudge(OpenAIGenerator("http://127.0.0.1:8000/v1", "judge"))   # both orders by default
     task = Task(dataset=[Sample(input="Name a prime above 10.", target="11")],
                 solver=generate(), scorer=judge_scorer(judge))                  # win rate vs the target
-    eval(task, model="vllm/my-actor")
+    inspect_eval(task, model="vllm/my-actor")
 
 Modes:
 
