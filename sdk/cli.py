@@ -259,6 +259,18 @@ def judge_eval(
     typer.echo(f"report: {out / 'report.md'}  records: {out / 'records.jsonl'}")
 
 
+def _register_component_apps() -> None:
+    """Sub-command groups owned by the components (their modules import only typer and pydantic at load)."""
+    from loopwright.agents.coa.cli import coa_app
+    from loopwright.tools.cli import tools_app
+
+    app.add_typer(tools_app, name="tools", help="Tools: build the offline Wikipedia search index.")
+    app.add_typer(coa_app, name="coa", help="Chain-of-Abstraction: convert GSM8K solutions to abstract chains.")
+
+
+_register_component_apps()
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="loopwright")
 

@@ -8,6 +8,7 @@ schema (``openai_schema``) and as a plain typed Python function (``as_function``
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -50,7 +51,8 @@ class Tool(ABC):
     def as_function(self):
         """A plain typed function with a Google-style docstring, as TRL's ``tools=`` expects.
 
-        It returns the tool's value, or the error string when the call failed.
+        It returns the tool's value as a string (JSON for non-string values), or ``"error: ..."`` when the call
+        failed, matching the declared ``-> str`` that TRL reads from the signature.
         """
         fields = self.args_model.model_fields
         params = [
@@ -61,7 +63,9 @@ class Tool(ABC):
 
         def fn(**kwargs: Any) -> Any:
             res = self.run(kwargs)
-            return res.value if res.ok else f"error: {res.error}"
+            if not res.ok:
+                return f"error: {res.error}"
+            return res.value if isinstance(res.value, str) else json.dumps(res.value, default=str)
 
         fn.__name__ = self.name
         fn.__signature__ = inspect.Signature(params, return_annotation=str)  # type: ignore[attr-defined]

@@ -76,7 +76,7 @@ def test_dependency_direction(package):
 def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "loopwright.sdk.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for cmd in ("run", "resume", "recipes", "sandbox"):
+    for cmd in ("run", "resume", "recipes", "sandbox", "judge", "tools", "coa"):
         assert cmd in out.stdout
 
 
