@@ -105,7 +105,7 @@ class RewardModelJudge(RewardFuncMixin, Judge):
             text_cfg.pad_token_id = pad
         self.pad_token_id: int = int(text_cfg.pad_token_id)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = loaded.to(self.device).eval()
+        self.model = loaded.to(self.device).eval()  # torch inference mode (safe: not Python eval)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         limit = getattr(text_cfg, "max_position_embeddings", None)

@@ -153,7 +153,7 @@ class TransformersGenerator(Generator):
             tok_src = AutoTokenizer.from_pretrained(str(tok_src), revision=revision,
                                                     trust_remote_code=trust_remote_code)
         self.tokenizer = tok_src
-        self.model.eval()
+        self.model.eval()  # torch inference mode (safe: not Python eval)
 
         gen_cfg = getattr(self.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None)
