@@ -37,7 +37,6 @@ from loopwright.agents.coa.reify import default_math_tools, final_answer, reify,
 from loopwright.sdk.tasks.gsm8k import extract_model_answer, is_correct
 from loopwright.sdk.tasks.miniarith import MiniArithProblem, generate_problems
 from loopwright.sdk.types import SamplingParams
-from loopwright.trainers.coa_sft import SFTSettings, ensure_sft_model
 from loopwright.trainers.sandbox.seed import (
     SANDBOX_TASK,
     SandboxConfig,
@@ -46,6 +45,7 @@ from loopwright.trainers.sandbox.seed import (
     miniarith_prompt,
     train_problems,
 )
+from loopwright.trainers.sft import SFTSettings, ensure_sft_model
 
 
 def eval_sets(n: int, cfg: SandboxConfig) -> dict[str, list[MiniArithProblem]]:

@@ -233,72 +233,17 @@ def ensure_seed_model(cfg: SandboxConfig | None = None, progress: bool = True) -
 
 
 def _train_seed(cfg: SandboxConfig, base: Path, out: Path, progress: bool) -> None:
-    import datasets
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from ..sft import SFTSettings, sft_train
 
-    t0 = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     rows = [{"messages": [*miniarith_prompt(p), {"role": "assistant", "content": miniarith_target(p)}]}
             for p in train_problems(cfg)]
-    run_dir = Path(tempfile.mkdtemp(prefix=".trainer-", dir=out.parent))
-    try:
-        args = SFTConfig(
-            output_dir=str(run_dir),
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=int(cfg.max_steps * cfg.warmup_ratio),
-            weight_decay=0.0,
-            train_sampling_strategy="group_by_length",
-            max_length=cfg.max_length,
-            assistant_only_loss=True,
-            gradient_checkpointing=False,
-            logging_steps=max(1, cfg.max_steps // 10),
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            dataloader_num_workers=0,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            disable_tqdm=not progress,
-        )
-        bars_were_off = datasets.are_progress_bars_disabled()
-        if not progress:
-            datasets.disable_progress_bars()
-        try:
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-        finally:
-            if not bars_were_off:
-                datasets.enable_progress_bars()
-        if not progress:  # keep the loss history in trainer.state, but do not print every log line
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-        t_init = time.perf_counter() - t0
-        result = trainer.train()
-        t_train = time.perf_counter() - t0 - t_init
-        trainer.model.save_pretrained(out)
-        tok.save_pretrained(out)
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        torch.set_num_threads(threads_before)
-    _write_manifest(out, "seed", cfg, base=str(base), init_seconds=round(t_init, 2),
-                    train_seconds=round(t_train, 2), total_seconds=round(time.perf_counter() - t0, 2),
-                    train_loss=result.training_loss, loss_history=losses, torch_threads=cfg.num_threads)
-
-
-# --------------------------------------------------------------------------------------------- evaluation
+    settings = SFTSettings(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+                           warmup_ratio=cfg.warmup_ratio, max_length=cfg.max_length, num_threads=cfg.num_threads,
+                           seed=cfg.seed)
+    info = sft_train(base, rows, out, settings, progress=progress)
+    _write_manifest(out, "seed", cfg, base=str(base), init_seconds=info["init_seconds"],
+                    train_seconds=info["train_seconds"], total_seconds=info["total_seconds"],
+                    train_loss=info["train_loss"], loss_history=info["loss_history"], torch_threads=cfg.num_threads)
 
 
 def evaluate_accuracy(

@@ -1,9 +1,9 @@
 """Supervised fine-tuning of a sandbox model on (prompt, target) rows with TRL ``SFTTrainer``, cached on disk.
 
 Used by ``examples/coa_miniarith.py`` (spec/loops.md §1.9: CoT-FT vs CoA-FT with identical budgets) and by anything
-that wants "train the sandbox base/seed model on these rows". The trainer settings are those of the sandbox seed
-model (:func:`loopwright.trainers.sandbox.seed._train_seed`, measured on the 2-core CPU): AdamW, cosine decay with
-5% warm-up, lr 3e-3, batch 32, fp32, ``assistant_only_loss=True``, ``group_by_length`` sampling, one torch thread.
+that wants "train the sandbox base/seed model on these rows"; the sandbox seed model itself is trained by
+:func:`sft_train` (``trainers/sandbox/seed.py``). Default settings, measured on the 2-core CPU: AdamW, cosine decay
+with 5% warm-up, lr 3e-3, batch 32, fp32, ``assistant_only_loss=True``, ``group_by_length`` sampling, one thread.
 
 Rows are TRL conversational rows ``{"messages": [...]}`` (e.g. :func:`loopwright.agents.coa.convert.to_sft_row`) or
 ``(prompt, target)`` pairs, which :func:`to_messages` turns into ``[user prompt, assistant target]``.

@@ -1,4 +1,4 @@
-"""trainers/coa_sft.py: a few TRL SFT steps on CoA chains change the weights and give a loadable, cached model.
+"""trainers/sft.py: a few TRL SFT steps on CoA chains change the weights and give a loadable, cached model.
 
 Also checks issue 3 item 3's "output as TRL SFT data": rows from ``agents.coa.convert.to_sft_row`` (system + user +
 assistant chain, converted from GSM8K-style solutions) train through the same helper. Fast: a ~50k-parameter
@@ -17,7 +17,6 @@ from transformers import AutoModelForCausalLM
 from loopwright.agents.coa.convert import convert_record, to_sft_row
 from loopwright.sdk.generators.transformers import TransformersGenerator
 from loopwright.sdk.types import SamplingParams
-from loopwright.trainers.coa_sft import SFTSettings, ensure_sft_model, to_messages
 from loopwright.trainers.sandbox.model import TinyLlamaConfig
 from loopwright.trainers.sandbox.seed import (
     SandboxConfig,
@@ -25,6 +24,7 @@ from loopwright.trainers.sandbox.seed import (
     miniarith_prompt,
     train_problems,
 )
+from loopwright.trainers.sft import SFTSettings, ensure_sft_model, to_messages
 
 _SMALL = SandboxConfig(
     model=TinyLlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
