@@ -1,0 +1,1 @@
+"""pathfinder (in progress)."""

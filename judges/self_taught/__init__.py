@@ -1,0 +1,1 @@
+"""self_taught (in progress)."""

@@ -1,0 +1,1 @@
+"""btx (in progress)."""

@@ -1,0 +1,1 @@
+"""cope (in progress)."""

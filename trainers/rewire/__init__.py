@@ -1,0 +1,1 @@
+"""rewire (in progress)."""
