@@ -3,7 +3,8 @@
 ``loopwright run [RECIPE]`` runs a recipe (the sandbox recipe when none is given) in a fresh run directory;
 ``loopwright resume RUN_DIR`` continues a killed or failed run from its last completed stage;
 ``loopwright recipes`` lists the built-in recipes; ``loopwright sandbox`` builds (or finds) the sandbox models;
-``loopwright judge eval`` measures a pairwise judge on gold preference pairs (LLMBar, MT-Bench human, JSONL).
+``loopwright judge eval`` measures a pairwise judge on gold preference pairs (LLMBar, MT-Bench human, JSONL);
+``loopwright report RUN_DIR`` writes a loop's per-iteration table and plots (from ``RUN_DIR/iterations.jsonl``).
 This module is a composition root: it may import any loopwright folder, lazily, inside a command.
 """
 
@@ -40,7 +41,8 @@ def _print_result(run_dir: Path, result: dict) -> None:
         width = max(len(k) for k in metrics)
         for k, v in metrics.items():
             typer.echo(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
-    report = run_dir / "report.md"
+    report = next((p for p in (run_dir / "report" / "report.md", run_dir / "report.md") if p.exists()),
+                  run_dir / "report.md")
     if report.exists():
         typer.echo(f"report: {report}")
 
@@ -92,6 +94,22 @@ def resume(
     typer.echo(f"resuming recipe {cfg.recipe!r} in {run_dir}")
     result = cfg.run(run_dir, resume=True, progress=progress)
     _print_result(run_dir, result)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory holding iterations.jsonl.")],
+    plots: Annotated[bool, typer.Option(help="Draw PNG plots (matplotlib).")] = True,
+) -> None:
+    """Write RUN_DIR/report/report.md (per-iteration table + notes) and PNG plots from RUN_DIR/iterations.jsonl."""
+    from .report import write_report
+
+    try:
+        path = write_report(run_dir, plots=plots)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(f"report: {path}")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from .errors import ConfigError
 # kind -> "module:Class" of a RecipeConfig subclass.
 RECIPE_KINDS: dict[str, str] = {
     "sandbox": "loopwright.trainers.sandbox.pipeline:SandboxRecipe",
+    "self_taught": "loopwright.judges.self_taught.recipe:SelfTaughtRecipe",
 }
 
 DEFAULT_RECIPE = "sandbox"

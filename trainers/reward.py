@@ -1,6 +1,7 @@
 """Reward-model training with TRL's ``RewardTrainer``, and MiniArith preference pairs to train one on the sandbox.
 
-- :func:`train_reward_model` -- a Bradley-Terry reward model (``AutoModelForSequenceClassification``,
+- :func:`reward_train` (-> :class:`~loopwright.trainers.result.TrainResult`, ``trl_config`` overrides, optional
+  RunDir) and its keyword-argument form :func:`train_reward_model` (-> the output folder) -- a Bradley-Terry reward model (``AutoModelForSequenceClassification``,
   ``num_labels=1``) trained from a causal-LM folder on conversational ``prompt/chosen/rejected`` rows, saved as
   exactly the artifact TRL writes (``loopwright.judges.RewardModelJudge`` and TRL's own ``reward_funcs=<path>``
   load the same folder). CPU settings from spec/environment.md §2: ``use_cpu=True``, ``bf16=False``,
@@ -15,10 +16,7 @@
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,12 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..sdk.tasks.miniarith import MiniArithConfig, MiniArithProblem, generate_problems
 from ..sdk.types import stable_hash
+from .cache import build_atomically, locked, versions
+from .result import TrainResult, run_trl
 from .sandbox.seed import (
     MANIFEST,
     SandboxConfig,
-    _build_atomically,
-    _locked,
-    _versions,
     cache_dir,
     ensure_seed_model,
     miniarith_prompt,
@@ -40,9 +37,12 @@ from .sandbox.seed import (
 __all__ = [
     "COT_CORRUPTIONS",
     "RewardModelConfig",
+    "RewardSettings",
+    "TrainResult",
     "corrupt_cot",
     "ensure_miniarith_reward_model",
     "miniarith_preference_pairs",
+    "reward_train",
     "train_reward_model",
 ]
 
@@ -162,6 +162,60 @@ def miniarith_preference_pairs(
 # --------------------------------------------------------------------------------------------- training
 
 
+class RewardSettings(BaseModel):
+    """RewardTrainer knobs; defaults (lr 1e-3, batch 16, 300 steps) were picked on the sandbox seed model (see
+    :class:`RewardModelConfig`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(300, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(256, ge=16)
+    num_threads: int | None = Field(1, ge=1)
+    """Torch CPU threads while training (``None`` leaves them alone)."""
+    seed: int = 0
+
+
+def reward_train(
+    base: str | Path,
+    pairs: Sequence[dict[str, Any]],
+    out: str | Path,
+    settings: RewardSettings | None = None,
+    *,
+    trl_config: Mapping[str, Any] | None = None,
+    run: Any = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a Bradley-Terry reward model with TRL ``RewardTrainer`` from the causal LM in ``base``.
+
+    ``pairs`` are ``{"prompt", "chosen", "rejected"}`` rows (conversational or plain; extra columns are dropped).
+    The sequence-classification head (``num_labels=1``) is new; the trunk starts from ``base``. Saves model,
+    tokenizer and ``loopwright_manifest.json`` into ``out`` atomically. ``trl_config`` holds ``RewardConfig``
+    fields that override ours, untouched; ``run`` an optional RunDir.
+    """
+    import torch
+    from trl import RewardConfig, RewardTrainer
+
+    s = settings or RewardSettings()
+    if not pairs:
+        raise ValueError("reward training needs at least one preference pair")
+    missing = {"prompt", "chosen", "rejected"} - set(pairs[0])
+    if missing:
+        raise ValueError(f"preference rows need prompt/chosen/rejected; the first row lacks {sorted(missing)}")
+    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in pairs]
+    kwargs: dict[str, Any] = dict(
+        max_steps=s.max_steps, per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=max(1, s.max_steps // 20), max_length=s.max_length,
+        logging_steps=max(1, s.max_steps // 10), model_init_kwargs={"dtype": torch.float32},
+    )
+    return run_trl(
+        kind="reward", base=base, rows=rows, out=out, settings=s, config_cls=RewardConfig,
+        trainer_cls=RewardTrainer, config_kwargs=kwargs, trl_config=trl_config, load_model=None,
+        num_threads=s.num_threads, seed=s.seed, run=run, progress=progress, builder_version=REWARD_BUILDER_VERSION,
+    )
+
+
 def train_reward_model(
     base_model_dir: str | Path,
     pairs: Sequence[dict[str, Any]],
@@ -176,79 +230,25 @@ def train_reward_model(
     progress: bool = False,
     **config_overrides: Any,
 ) -> Path:
-    """Train a reward model with TRL ``RewardTrainer`` from a causal-LM folder and save it to ``out_dir``.
+    """:func:`reward_train` with keyword settings; returns ``out_dir`` (the pre-TrainResult signature).
 
-    ``pairs`` are conversational ``{"prompt", "chosen", "rejected"}`` rows (extra columns are dropped). The
-    sequence-classification head (``num_labels=1``) is new; the trunk starts from ``base_model_dir``. Saves the
-    model, the tokenizer and ``training_log.json`` (losses, accuracies, timings); returns ``out_dir``.
-    ``num_threads`` (default 1, see :class:`~loopwright.trainers.sandbox.seed.SandboxConfig`) sets torch's CPU
-    threads while training; ``None`` leaves them alone. ``config_overrides`` go to ``RewardConfig`` verbatim.
-    Defaults (lr 1e-3, batch 16, 300 steps) were picked on the sandbox seed model: see
-    :class:`RewardModelConfig`.
+    ``config_overrides`` go to ``RewardConfig`` verbatim. Also writes ``training_log.json`` (losses,
+    accuracies, timings) next to the model, as before.
     """
-    import json
+    from ..sdk.artifacts import write_json
 
-    import datasets
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
-
-    if not pairs:
-        raise ValueError("train_reward_model needs at least one preference pair")
-    missing = {"prompt", "chosen", "rejected"} - set(pairs[0])
-    if missing:
-        raise ValueError(f"preference rows need prompt/chosen/rejected; the first row lacks {sorted(missing)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in pairs]
-    t0 = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    run_dir = Path(tempfile.mkdtemp(prefix=".reward-trainer-", dir=out))
-    try:
-        tok = AutoTokenizer.from_pretrained(base_model_dir)
-        settings: dict[str, Any] = dict(
-            output_dir=str(run_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
-            max_length=max_length, gradient_checkpointing=False, logging_steps=max(1, max_steps // 10),
-            save_strategy="no", report_to="none", use_cpu=True, bf16=False, fp16=False,
-            dataloader_num_workers=0, seed=seed, data_seed=seed, disable_tqdm=not progress,
-            model_init_kwargs={"dtype": torch.float32},
-        )
-        settings.update(config_overrides)
-        args = RewardConfig(**settings)
-        bars_were_off = datasets.are_progress_bars_disabled()
-        datasets.disable_progress_bars()
-        try:
-            trainer = RewardTrainer(model=str(base_model_dir), args=args, train_dataset=Dataset.from_list(rows),
-                                    processing_class=tok)
-        finally:
-            if not bars_were_off:
-                datasets.enable_progress_bars()
-        if not progress:
-            trainer.remove_callback(PrinterCallback)
-        t_init = time.perf_counter() - t0
-        result = trainer.train()
-        t_train = time.perf_counter() - t0 - t_init
-        trainer.model.save_pretrained(out)
-        trainer.processing_class.save_pretrained(out)
-        history = trainer.state.log_history
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        torch.set_num_threads(threads_before)
-    log = {
-        "base_model": str(base_model_dir), "n_pairs": len(rows), "max_steps": max_steps,
-        "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed, "max_length": max_length,
-        "init_seconds": round(t_init, 2), "train_seconds": round(t_train, 2), "train_loss": result.training_loss,
-        "loss_history": [h["loss"] for h in history if "loss" in h],
-        "accuracy_history": [h["accuracy"] for h in history if "accuracy" in h],
-        "versions": _versions(),
-    }
-    (out / "training_log.json").write_text(json.dumps(log, indent=2, sort_keys=True))
-    return out
+    settings = RewardSettings(max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                              max_length=max_length, num_threads=num_threads, seed=seed)
+    res = reward_train(base_model_dir, pairs, out_dir, settings, trl_config=config_overrides or None,
+                       progress=progress)
+    history = res.manifest.get("log_history", [])
+    write_json(res.model_dir / "training_log.json", {
+        "base_model": str(base_model_dir), "n_pairs": len(pairs), **settings.model_dump(mode="json"),
+        "init_seconds": res["init_seconds"], "train_seconds": res["train_seconds"],
+        "train_loss": res["train_loss"], "loss_history": res["loss_history"],
+        "accuracy_history": [h["accuracy"] for h in history if "accuracy" in h], "versions": versions(),
+    })
+    return res.model_dir
 
 
 # --------------------------------------------------------------------------------------------- sandbox reward model
@@ -281,7 +281,7 @@ def ensure_miniarith_reward_model(cfg: RewardModelConfig | None = None) -> Path:
     if (final / MANIFEST).is_file():
         return final
     seed_dir = ensure_seed_model(cfg.sandbox, progress=False)
-    with _locked(folder):
+    with locked(folder):
         if (final / MANIFEST).is_file():
             return final
 
@@ -293,7 +293,7 @@ def ensure_miniarith_reward_model(cfg: RewardModelConfig | None = None) -> Path:
                                batch_size=cfg.batch_size, seed=cfg.seed)
             (tmp / MANIFEST).write_text(json.dumps({
                 "kind": "reward", "builder_version": REWARD_BUILDER_VERSION, "fingerprint": cfg.fingerprint(),
-                "config": cfg.model_dump(mode="json"), "seed_model": str(seed_dir), "versions": _versions(),
+                "config": cfg.model_dump(mode="json"), "seed_model": str(seed_dir), "versions": versions(),
             }, indent=2, sort_keys=True))
 
-        return _build_atomically(final, build)
+        return build_atomically(final, build)

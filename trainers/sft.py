@@ -16,9 +16,6 @@ into place, so a second run of the demo reuses both models.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sdk.types import stable_hash
-from .sandbox.seed import MANIFEST, _build_atomically, _locked, _versions
+from .cache import build_atomically, locked
+from .result import MANIFEST, TrainResult, run_trl
 
-__all__ = ["SFTSettings", "ensure_sft_model", "sft_train", "to_messages"]
+__all__ = ["SFTSettings", "TrainResult", "ensure_sft_model", "sft_train", "to_messages"]
 
 SFT_BUILDER_VERSION = "1"
 
@@ -74,66 +72,35 @@ def to_messages(row: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
 
 
 def sft_train(base: str | Path, rows: Iterable[Any], out: str | Path, settings: SFTSettings | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Fine-tune the model in ``base`` on ``rows`` and save model + tokenizer to ``out``.
+              progress: bool = False, *, trl_config: Mapping[str, Any] | None = None,
+              run: Any = None) -> TrainResult:
+    """Fine-tune the causal LM in ``base`` on ``rows``; save model, tokenizer and manifest to ``out`` (atomically).
 
-    Returns timings and the loss history (also written to ``out/loopwright_manifest.json``).
+    ``trl_config`` holds ``SFTConfig`` fields that override ours, passed through untouched; ``run`` an optional
+    :class:`~loopwright.sdk.artifacts.RunDir` (relative ``out`` paths land inside it). Returns a
+    :class:`~loopwright.trainers.result.TrainResult` whose metrics hold the timings and the loss history (also
+    in ``out/loopwright_manifest.json``); ``result["train_loss"]`` etc. still work as with the old dict.
     """
-    import datasets
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     s = settings or SFTSettings()
     data = [to_messages(r) for r in rows]
     if not data:
         raise ValueError("sft_train needs at least one row")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(s.num_threads)
-    torch.manual_seed(s.seed)
-    run_dir = Path(tempfile.mkdtemp(prefix=".trainer-", dir=out.parent))
-    try:
-        tok = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        args = SFTConfig(
-            output_dir=str(run_dir), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
-            learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=int(s.max_steps * s.warmup_ratio),
-            weight_decay=0.0, train_sampling_strategy="group_by_length", max_length=s.max_length,
-            assistant_only_loss=True, gradient_checkpointing=False, logging_steps=max(1, s.max_steps // 10),
-            save_strategy="no", report_to="none", use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0,
-            seed=s.seed, data_seed=s.seed, disable_tqdm=not progress,
-        )
-        bars_were_off = datasets.are_progress_bars_disabled()
-        if not progress:
-            datasets.disable_progress_bars()
-        try:
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tok)
-        finally:
-            if not bars_were_off:
-                datasets.enable_progress_bars()
-        if not progress:
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-        t_init = time.perf_counter() - t0
-        result = trainer.train()
-        t_train = time.perf_counter() - t0 - t_init
-        trainer.model.save_pretrained(out)
-        tok.save_pretrained(out)
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        torch.set_num_threads(threads_before)
-    info = {"kind": "sft", "builder_version": SFT_BUILDER_VERSION, "base": str(base), "n_rows": len(data),
-            "settings": s.model_dump(mode="json"), "versions": _versions(), "init_seconds": round(t_init, 2),
-            "train_seconds": round(t_train, 2), "total_seconds": round(time.perf_counter() - t0, 2),
-            "train_loss": result.training_loss, "loss_history": losses}
-    (out / MANIFEST).write_text(json.dumps(info, indent=2, sort_keys=True))
-    return info
+    kwargs: dict[str, Any] = dict(
+        max_steps=s.max_steps, per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=int(s.max_steps * s.warmup_ratio), weight_decay=0.0,
+        train_sampling_strategy="group_by_length", max_length=s.max_length, assistant_only_loss=True,
+        logging_steps=max(1, s.max_steps // 10),
+    )
+    return run_trl(
+        kind="sft", base=base, rows=data, out=out, settings=s, config_cls=SFTConfig, trainer_cls=SFTTrainer,
+        config_kwargs=kwargs, trl_config=trl_config,
+        load_model=lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+        num_threads=s.num_threads, seed=s.seed, run=run, progress=progress, builder_version=SFT_BUILDER_VERSION,
+    )
 
 
 def ensure_sft_model(name: str, base: str | Path, rows: Sequence[Any], settings: SFTSettings | None = None,
@@ -156,7 +123,7 @@ def ensure_sft_model(name: str, base: str | Path, rows: Sequence[Any], settings:
     final = folder / f"{name}-{key}"
     if (final / MANIFEST).is_file():
         return final
-    with _locked(folder):
+    with locked(folder):
         if (final / MANIFEST).is_file():
             return final
-        return _build_atomically(final, lambda tmp: sft_train(base, data, tmp, s, progress))
+        return build_atomically(final, lambda tmp: sft_train(base, data, tmp, s, progress))

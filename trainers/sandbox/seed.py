@@ -16,14 +16,10 @@ single-digit tokens reached 86% on one/two-step problems after 180 s), so loops 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +29,9 @@ from ...sdk.generator import Generator
 from ...sdk.tasks.gsm8k import GSM8KProblem, extract_model_answer, is_correct
 from ...sdk.tasks.miniarith import OOD, MiniArithConfig, MiniArithProblem, generate_problems
 from ...sdk.types import SamplingParams, stable_hash
+from ..cache import build_atomically as _build_atomically
+from ..cache import locked as _locked
+from ..cache import versions as _versions
 from .model import TinyLlamaConfig, build_tiny_model
 
 BUILDER_VERSION = "1"
@@ -110,41 +109,6 @@ def sandbox_home() -> Path:
 def cache_dir(cfg: SandboxConfig | None = None) -> Path:
     """The cache folder of ``cfg``: ``$LOOPWRIGHT_HOME/sandbox/<fingerprint>``."""
     return sandbox_home() / (cfg or SandboxConfig()).fingerprint()
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _build_atomically(final: Path, build: Any) -> Path:
-    """Run ``build(tmp_dir)`` and rename ``tmp_dir`` to ``final`` (caller holds the lock)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        build(tmp)
-        if final.exists():  # a folder without a manifest: left by an older, interrupted builder
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "transformers", "tokenizers", "trl", "loopwright"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[pkg] = md.version(pkg)
-    return out
 
 
 def _write_manifest(folder: Path, kind: str, cfg: SandboxConfig, **extra: Any) -> None:
