@@ -23,6 +23,7 @@ from .errors import ConfigError
 RECIPE_KINDS: dict[str, str] = {
     "sandbox": "loopwright.trainers.sandbox.pipeline:SandboxRecipe",
     "self_taught": "loopwright.judges.self_taught.recipe:SelfTaughtRecipe",
+    "meta_rewarding": "loopwright.judges.meta_rewarding.recipe:MetaRewardingRecipe",
 }
 
 DEFAULT_RECIPE = "sandbox"
