@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig
 
 __all__ = ["CoPEConfig"]
@@ -18,7 +17,6 @@ __all__ = ["CoPEConfig"]
 _KERNEL_CHOICES = ("auto", "never", "always")
 
 
-@strict
 class CoPEConfig(LlamaConfig):
     r"""Configuration of [`CoPEForCausalLM`]: every [`LlamaConfig`] field plus:
 
