@@ -83,3 +83,27 @@ def test_cli_help_lists_commands():
 def test_console_script_installed():
     exe = Path(sys.executable).parent / "loopwright"
     assert exe.exists(), "the `loopwright` console script is not installed (pip install -e .)"
+
+
+_GPU_BOX_PACKAGES = {"torch", "triton", "transformers", "loopwright", "__future__"}
+
+
+@pytest.mark.parametrize("package", ["modeling", "kernels"])
+def test_modeling_and_kernels_import_only_torch_triton_transformers(package):
+    """DESIGN.md: modeling/ and kernels/ must run on a GPU box that has nothing but torch, triton and transformers."""
+    import sys
+
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in _GPU_BOX_PACKAGES and top not in sys.stdlib_module_names:
+                    bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "third-party imports outside torch/triton/transformers:\n" + "\n".join(bad)
