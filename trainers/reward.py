@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sdk.tasks.miniarith import MiniArithConfig, MiniArithProblem, generate_problems
+from ..sdk.tasks.miniarith import MiniArithConfig, MiniArithProblem, apply_op, generate_problems
 from ..sdk.types import stable_hash
 from .cache import build_atomically, locked, versions
 from .result import TrainResult, run_trl
@@ -60,18 +60,6 @@ COT_CORRUPTIONS: tuple[str, ...] = ("wrong_final", "wrong_step", "wrong_answer_l
 
 
 # --------------------------------------------------------------------------------------------- preference data
-
-
-def _apply(op: str, a: int, b: int) -> int | None:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0 or a % b:
-        return None
-    return a // b
 
 
 def _wrong(value: int, rng: random.Random) -> int:
@@ -112,7 +100,7 @@ def corrupt_cot(problem: MiniArithProblem, kind: str, rng: random.Random) -> str
         lines.append((a, op, b, cur))
         ok = True
         for _, op2, b2, _ in gold[k + 1:]:
-            nxt = _apply(op2, cur, b2)
+            nxt = apply_op(op2, cur, b2)
             if nxt is None:
                 ok = False
                 break

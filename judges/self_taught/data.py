@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from loopwright.sdk.tasks.miniarith import MiniArithProblem
-
+from ...sdk.tasks.miniarith import MiniArithProblem, apply_op
 from ..parsers import parse_pairwise
 
 __all__ = [
@@ -143,18 +142,6 @@ def compact_solution(cot: str) -> str:
     return re.sub(r"<<[^>]*>>", "", cot)
 
 
-def _apply(op: str, a: int, b: int) -> int | None:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0 or a % b:
-        return None
-    return a // b
-
-
 def modify_miniarith(problem: MiniArithProblem, rng: random.Random, *, max_tries: int = 30,
                      max_result: int = 999) -> tuple[str, str, int] | None:
     """``(x', y_l, answer')``: the question with one literal number changed and the gold solution of ``x'``.
@@ -183,7 +170,7 @@ def modify_miniarith(problem: MiniArithProblem, rng: random.Random, *, max_tries
             if not isinstance(b, int):
                 ok = False
                 break
-            r = _apply(s.op, cur, b)
+            r = apply_op(s.op, cur, b)
             if r is None or r < 0 or r > max_result:
                 ok = False
                 break

@@ -197,14 +197,23 @@ def _pick_operand(rng: random.Random, op: str, cur: int, lo: int, hi: int, max_f
     return rng.choice(divisors) if divisors else None
 
 
-def _apply(op: str, a: int, b: int) -> int:
+def apply_op(op: str, a: int, b: int) -> int | None:
+    """``a op b`` for MiniArith's four operators; ``None`` for a division that is not exact (or by zero)."""
     if op == "+":
         return a + b
     if op == "-":
         return a - b
     if op == "*":
         return a * b
+    if b == 0 or a % b:
+        return None
     return a // b
+
+
+def _apply(op: str, a: int, b: int) -> int:
+    """Generator-internal: divisions are exact by construction; floor division otherwise (as before)."""
+    exact = apply_op(op, a, b)
+    return a // b if exact is None else exact
 
 
 def _make_problem(i: int, cfg: MiniArithConfig) -> MiniArithProblem:
