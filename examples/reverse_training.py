@@ -119,15 +119,9 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """All arms, one process per arm when ``--jobs`` > 1 (one core each on the 2-core machine)."""
-    arms = args.arms.split(",")
-    if args.jobs <= 1:
-        return {arm: run_arm(arm, args) for arm in arms}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from loopwright.trainers.toy_lm import run_arms
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {arm: pool.submit(run_arm, arm, args) for arm in arms}
-        return {arm: f.result() for arm, f in futures.items()}
+    return run_arms(run_arm, args.arms.split(","), args, args.jobs)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -39,7 +39,6 @@ from loopwright.judges.rip import (
     RIPConfig,
     RIPThresholds,
     SelfRIPConfig,
-    append_iteration,
     rescore,
     run_rip,
     self_rip,
@@ -48,6 +47,7 @@ from loopwright.sdk.artifacts import RunDir, write_json
 from loopwright.sdk.executors import LocalExecutor
 from loopwright.sdk.generators.scripted import ScriptedGenerator
 from loopwright.sdk.judge import Judge
+from loopwright.sdk.report import append_iteration
 from loopwright.sdk.tasks.miniarith import generate_problems
 from loopwright.sdk.types import JudgeProvenance, Verdict
 from loopwright.trainers.reward import ensure_miniarith_reward_model
@@ -227,7 +227,7 @@ def main() -> None:
                   cfg, meta=[{"corruption": lab} for lab in labels])
     t_rip = time.perf_counter() - t_start
     res.write(run)
-    append_iteration(run, res.iteration_row(0, notes=["RIP on the MiniArith pool"]))
+    append_iteration(run.path, res.iteration_row(0, notes=["RIP on the MiniArith pool"]))
     print(f"RIP: {len(questions)} prompts ({sum(lab is not None for lab in labels)} corrupted) x "
           f"{args.n_responses} responses in {t_rip:.1f} s; thresholds {res.thresholds}")
     sweep: dict[str, dict[str, Any]] = {}
@@ -292,7 +292,7 @@ def main() -> None:
             "synthesis_stats": from_rip.stats()["synthesis_reasons"],
         }
         from_rip.rip.write(run, prefix="self_")
-        append_iteration(run, from_rip.rip.iteration_row(1, notes=["Self-RIP post-filter (scripted prompt writer)"]))
+        append_iteration(run.path, from_rip.rip.iteration_row(1, notes=["Self-RIP post-filter (scripted prompt writer)"]))
         print(f"Self-RIP corruption rate: pool {base_rate:.2f}, from unfiltered seeds {rate(unfiltered):.2f}, from RIP seeds {rate(from_rip.synthetic):.2f}, after "
               f"post-filter {rate(post):.2f}")
 

@@ -56,6 +56,24 @@ def _cope_tile(q, k_ptrs, z_rows, offs_m, offs_n, kmask, carry, L, P, gate_scale
 
 
 @triton.jit
+def _cope_bwd_tile(q, do, K, V, base, z_rows, offs_m, offs_d, kb, carry, lse, delta, L, P, HEAD_D, scale,
+                   gate_scale, pos_scale, BLOCK_N: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Backward recomputation for key block ``kb`` (both sweeps): probabilities a, dL/dlogit dl, dL/dpos dp."""
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    kmask = (offs_n[:, None] < L) & (offs_d[None, :] < HEAD_D)
+    kv_off = base + offs_n[:, None] * HEAD_D + offs_d[None, :]
+    k, s, valid, g, raw, w, fi, ci, zf, zc, pl = _cope_tile(
+        q, K + kv_off, z_rows, offs_m, offs_n, kmask, carry, L, P, gate_scale, PREC, UPCAST)
+    a = tl.where(valid, tl.exp(s * scale + pl * pos_scale - lse[:, None]), 0.0)
+    v = tl.load(V + kv_off, mask=kmask, other=0.0)
+    if UPCAST:
+        v = v.to(tl.float32)
+    dl = a * (tl.dot(do, tl.trans(v), input_precision=PREC) - delta[:, None])
+    dp = tl.where(valid & (raw <= P - 1.0), dl * pos_scale * (zc - zf), 0.0)
+    return kv_off, kmask, k, valid, g, w, fi, ci, a, dl, dp
+
+
+@triton.jit
 def _cope_fwd_kernel(Q, K, V, Z, Out, LSE, L, P, HEAD_D, scale, gate_scale, pos_scale,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
                      UPCAST: tl.constexpr):
@@ -126,19 +144,10 @@ def _cope_bwd_kernel(Q, K, V, Z, DO, LSE, DELTA, DQ, DK, DV, DZ, L, P, HEAD_D, s
     carry = tl.zeros((BLOCK_M,), tl.float32)
     dp_total = tl.zeros((BLOCK_M,), tl.float32)
     for t in range(0, last + 1):
-        kb = last - t
-        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        kmask = (offs_n[:, None] < L) & (offs_d[None, :] < HEAD_D)
-        kv_off = base + offs_n[:, None] * HEAD_D + offs_d[None, :]
-        k, s, valid, g, raw, w, fi, ci, zf, zc, pl = _cope_tile(
-            q, K + kv_off, z_rows, offs_m, offs_n, kmask, carry, L, P, gate_scale, PREC, UPCAST)
+        kv_off, kmask, k, valid, g, w, fi, ci, a, dl, dp = _cope_bwd_tile(
+            q, do, K, V, base, z_rows, offs_m, offs_d, last - t, carry, lse, delta, L, P, HEAD_D, scale,
+            gate_scale, pos_scale, BLOCK_N, PREC, UPCAST)
         carry += tl.sum(g, axis=1)
-        a = tl.where(valid, tl.exp(s * scale + pl * pos_scale - lse[:, None]), 0.0)
-        v = tl.load(V + kv_off, mask=kmask, other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
-        dl = a * (tl.dot(do, tl.trans(v), input_precision=PREC) - delta[:, None])
-        dp = tl.where(valid & (raw <= P - 1.0), dl * pos_scale * (zc - zf), 0.0)
         dp_total += tl.sum(dp, axis=1)
 
     # sweep B: everything else, with the suffix carry of dL/dp
@@ -146,19 +155,10 @@ def _cope_bwd_kernel(Q, K, V, Z, DO, LSE, DELTA, DQ, DK, DV, DZ, L, P, HEAD_D, s
     dp_suffix = tl.zeros((BLOCK_M,), tl.float32)
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     for t in range(0, last + 1):
-        kb = last - t
-        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        kmask = (offs_n[:, None] < L) & (offs_d[None, :] < HEAD_D)
-        kv_off = base + offs_n[:, None] * HEAD_D + offs_d[None, :]
-        k, s, valid, g, raw, w, fi, ci, zf, zc, pl = _cope_tile(
-            q, K + kv_off, z_rows, offs_m, offs_n, kmask, carry, L, P, gate_scale, PREC, UPCAST)
+        kv_off, kmask, k, valid, g, w, fi, ci, a, dl, dp = _cope_bwd_tile(
+            q, do, K, V, base, z_rows, offs_m, offs_d, last - t, carry, lse, delta, L, P, HEAD_D, scale,
+            gate_scale, pos_scale, BLOCK_N, PREC, UPCAST)
         carry += tl.sum(g, axis=1)
-        a = tl.where(valid, tl.exp(s * scale + pl * pos_scale - lse[:, None]), 0.0)
-        v = tl.load(V + kv_off, mask=kmask, other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
-        dl = a * (tl.dot(do, tl.trans(v), input_precision=PREC) - delta[:, None])
-        dp = tl.where(valid & (raw <= P - 1.0), dl * pos_scale * (zc - zf), 0.0)
         later = dp_suffix[:, None] + tl.cumsum(dp, axis=1, reverse=True) - dp  # sum_{j>t} dL/dp_ij
         dp_suffix += tl.sum(dp, axis=1)
         dg = dp_total[:, None] - later

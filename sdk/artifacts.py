@@ -174,6 +174,21 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def machine_label() -> str:
+    """One line naming this machine for results tables: ``"2 cores (AMD EPYC ...)[, GPU NVIDIA H100 ...]"``
+    (the GPU only if torch is already imported and sees CUDA, as in :func:`machine_info`)."""
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = machine_info()["gpus"]
+    return f"{os.cpu_count()} cores ({cpu})" + (f", GPU {gpus[0]}" if gpus else "")
+
+
 def git_revision(repo: str | Path | None = None) -> dict[str, Any] | None:
     """``{"revision": sha, "dirty": bool}`` of the loopwright checkout, or None (not a git checkout, no git).
 

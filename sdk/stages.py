@@ -55,15 +55,26 @@ def _node(stage: Stage, run: Any) -> Callable[[StageState], dict[str, Any]]:
     return node
 
 
+def sqlite_checkpointer(path: str | Path) -> tuple[Any, Any]:
+    """A LangGraph ``SqliteSaver`` on the SQLite file ``path`` (its folder created), usable from several threads.
+
+    Returns ``(saver, connection)``; close the connection when the graph is done with it.
+    """
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    return SqliteSaver(conn), conn
+
+
 def run_stages(stages: Sequence[Stage], run: Any, *, resume: bool = False, thread_id: str = "main") -> StageState:
     """Run ``stages`` in order inside run directory ``run`` (a :class:`~loopwright.sdk.artifacts.RunDir`).
 
     With ``resume=True`` the graph continues from its last checkpoint instead of starting over; resuming a
     finished run is a no-op that returns its final state.
     """
-    import sqlite3
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.graph import END, START, StateGraph
 
     names = [s.name for s in stages]
@@ -77,9 +88,9 @@ def run_stages(stages: Sequence[Stage], run: Any, *, resume: bool = False, threa
         prev = stage.name
     graph.add_edge(prev, END)
 
-    conn = sqlite3.connect(str(run.path / "checkpoints.sqlite"), check_same_thread=False)
+    saver, conn = sqlite_checkpointer(run.path / "checkpoints.sqlite")
     try:
-        app = graph.compile(checkpointer=SqliteSaver(conn))
+        app = graph.compile(checkpointer=saver)
         config = {"configurable": {"thread_id": thread_id}}
         snapshot = app.get_state(config)
         if resume and snapshot.values:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Row", "answer_error", "collate", "evaluate_answers", "train_causal_lm"]
+__all__ = ["Row", "answer_error", "collate", "evaluate_answers", "run_arms", "train_causal_lm"]
 
 Row = Any
 """``(input_ids, loss_mask)`` or ``{"input_ids": ..., "loss_mask": ...}`` (see the module docstring)."""
@@ -232,3 +232,16 @@ def evaluate_answers(model: torch.nn.Module, rows: Sequence[Row], *, batch_size:
 def answer_error(model: torch.nn.Module, rows: Sequence[Row], *, batch_size: int = 64, pad_id: int = 0) -> float:
     """Fraction of rows whose loss-masked tokens are not all predicted right (greedy, teacher-forced)."""
     return evaluate_answers(model, rows, batch_size=batch_size, pad_id=pad_id)["err_seq"]
+
+
+def run_arms(run_arm: Callable[[str, Any], dict], arms: Sequence[str], args: Any, jobs: int = 1) -> dict[str, dict]:
+    """``{arm: run_arm(arm, args)}`` for the arms of a reproduction; with ``jobs`` > 1 the arms run in that many
+    spawned processes (one core each on the 2-core machine), so ``run_arm`` must be a module-level function."""
+    if jobs <= 1:
+        return {arm: run_arm(arm, args) for arm in arms}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {arm: pool.submit(run_arm, arm, args) for arm in arms}
+        return {arm: f.result() for arm, f in futures.items()}

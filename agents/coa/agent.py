@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
 from loopwright.sdk.generator import Generator
+from loopwright.sdk.stages import sqlite_checkpointer
 from loopwright.sdk.tasks.gsm8k import extract_gold_answer, is_correct
 from loopwright.sdk.tool import Tool
 from loopwright.sdk.types import Prompt, SamplingParams
@@ -154,11 +155,7 @@ class CoAAgent:
         self._conn: sqlite3.Connection | None = None
         if checkpointer is None:
             if checkpoint_path is not None:
-                from langgraph.checkpoint.sqlite import SqliteSaver
-
-                Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(str(checkpoint_path), check_same_thread=False)
-                checkpointer = SqliteSaver(self._conn)
+                checkpointer, self._conn = sqlite_checkpointer(checkpoint_path)
             else:
                 from langgraph.checkpoint.memory import InMemorySaver
 

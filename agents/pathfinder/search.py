@@ -38,6 +38,7 @@ from ...sdk.errors import ConfigError
 from ...sdk.generator import Generator
 from ...sdk.judge import Judge
 from ...sdk.searcher import Searcher
+from ...sdk.stages import sqlite_checkpointer
 from ...sdk.tasks.gsm8k import extract_model_answer
 from ...sdk.types import Completion, Prompt, SamplingParams, ScoredPath, SearchResult, Usage, stable_hash
 from .config import PathFinderConfig
@@ -179,11 +180,7 @@ class PathFinder(Searcher):
         self.use_graph = use_graph
         self._conn: sqlite3.Connection | None = None
         if checkpointer is None and checkpoint_path is not None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(checkpoint_path), check_same_thread=False)
-            checkpointer = SqliteSaver(self._conn)
+            checkpointer, self._conn = sqlite_checkpointer(checkpoint_path)
         self._checkpointer = checkpointer
         self._graph: Any = None
 

@@ -15,7 +15,6 @@ from .filter import METRICS, RIPFilter, RIPThresholds, best_worst, percentile
 from .pipeline import (
     RIPConfig,
     RIPResult,
-    append_iteration,
     check_prompt,
     load_rip,
     rescore,
@@ -44,7 +43,6 @@ __all__ = [
     "RIPThresholds",
     "SelfRIPConfig",
     "SelfRIPResult",
-    "append_iteration",
     "best_worst",
     "check_prompt",
     "fewshot_prompt",

@@ -32,6 +32,7 @@ from ...sdk.errors import BackendError
 from ...sdk.executors import Executor, LocalExecutor
 from ...sdk.generator import Generator
 from ...sdk.judge import Judge
+from ...sdk.report import append_iteration
 from ...sdk.types import Completion, Decision, SamplingParams, normalize_prompt
 from .filter import RIPFilter, RIPThresholds
 from .stats import rip_stats
@@ -39,7 +40,6 @@ from .stats import rip_stats
 __all__ = [
     "RIPConfig",
     "RIPResult",
-    "append_iteration",
     "as_messages",
     "check_prompt",
     "load_rip",
@@ -337,22 +337,12 @@ def rip_stages(
     def decide(state: Any, run: RunDir) -> dict[str, Any]:
         res = load_rip(run.path, thresholds=thresholds or config.thresholds, min_valid=config.min_valid)
         paths = res.write(run.path)
-        append_iteration(run, res.iteration_row(0))
+        append_iteration(run.path, res.iteration_row(0))
         st = res.stats()
         return {"artifacts": {k: str(v) for k, v in paths.items()},
                 "metrics": {"n_kept": st["n_kept"], "keep_rate": st["keep_rate"]}}
 
     return [Stage("rip_sample_score", sample_score), Stage("rip_filter", decide)]
-
-
-def append_iteration(run: RunDir | str | Path, row: dict[str, Any]) -> Path:
-    """Append ``row`` to ``RUN_DIR/iterations.jsonl`` by rewriting the whole file atomically."""
-    folder = run.path if isinstance(run, RunDir) else Path(run)
-    path = folder / "iterations.jsonl"
-    rows = read_jsonl(path) if path.is_file() else []
-    rows = [r for r in rows if r.get("iteration") != row["iteration"]] + [row]
-    write_jsonl(path, rows)
-    return path
 
 
 def run_rip(

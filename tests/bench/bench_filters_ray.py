@@ -29,17 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def machine() -> str:
-    cpu = "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu})"
+from loopwright.sdk.artifacts import machine_label as machine  # noqa: E402
 
 
 def factory(model_dir: str, threads: int):

@@ -53,6 +53,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
+
+from loopwright.sdk.artifacts import machine_label as machine  # noqa: E402
+
 PEAK_TFLOPS = 790.0  # the project's measured H100 bf16 matmul rate (spec/performance.md §0)
 MUFU_PER_S = 3.86e12  # H100 special-function throughput estimate (spec/performance.md §0)
 
@@ -60,17 +63,6 @@ MUFU_PER_S = 3.86e12  # H100 special-function throughput estimate (spec/performa
 # ------------------------------------------------------------------------------------------------ environment
 
 
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} cores ({cpu}){gpu}"
 
 
 def versions() -> dict:

@@ -17,7 +17,6 @@ from loopwright.judges.rip import (
     RIPFilter,
     RIPThresholds,
     SelfRIPConfig,
-    append_iteration,
     best_worst,
     check_prompt,
     load_rip,
@@ -33,6 +32,7 @@ from loopwright.judges.rip import (
 from loopwright.sdk.artifacts import RunDir, read_jsonl
 from loopwright.sdk.generators.scripted import ScriptedGenerator
 from loopwright.sdk.judge import Judge
+from loopwright.sdk.report import append_iteration
 from loopwright.sdk.types import Verdict
 
 # ------------------------------------------------------------------------------------------------ pure parts
@@ -197,8 +197,8 @@ def test_run_rip_end_to_end_and_recompute(tmp_path):
     assert [d.keep for d in again.decisions] == [d.keep for d in res.decisions]
     assert again.stats()["per_reason"] == st_["per_reason"]
     assert load_rip(run.path, thresholds=RIPThresholds(reward_gap_pct=None)).stats()["n_kept"] >= st_["n_kept"]
-    append_iteration(run, res.iteration_row(0))
-    append_iteration(run, loose.iteration_row(1))
+    append_iteration(run.path, res.iteration_row(0))
+    append_iteration(run.path, loose.iteration_row(1))
     its = read_jsonl(run.path / "iterations.jsonl")
     assert [r["iteration"] for r in its] == [0, 1] and "keep_rate" in its[0]["metrics"]
 
