@@ -60,7 +60,8 @@ SANDBOX_META_TEMPLATE = (
     "X = A or B"
 )
 
-_STEP_RE = re.compile(r"<<\s*(-?\d+)\s*([-+*/x])\s*(-?\d+)\s*=\s*(-?\d+)\s*>>")
+# At most 18 digits per operand: int() of a longer run raises past 4300 digits and costs quadratic time below that.
+_STEP_RE = re.compile(r"<<\s*+(-?[0-9]{1,18})\s*+([-+*/x])\s*+(-?[0-9]{1,18})\s*+=\s*+(-?[0-9]{1,18})\s*+>>")
 _FINAL_RE = re.compile(r"####\s*(-?\d+)")
 
 

@@ -239,7 +239,7 @@ def test_pairwise_judge_on_scripted_generator(tmp_path):
     assert len(gen.calls) == 3  # one generate call per batch, both orders inside it: the evaluator adds none
     assert len(gen.calls[0].prompts) == 8
     assert r.orders == "judge" and r.accuracy == 1.0 and r.position_consistent_accuracy == 1.0
-    assert r.swap_consistency == 1.0 and r.provenance["parser_version"] == "pairwise/1"
+    assert r.swap_consistency == 1.0 and r.provenance["parser_version"] == "pairwise/2"
 
     biased = evaluate(PairwiseJudge(ScriptedGenerator(["[[A]]"])), pairs)  # always A: orders disagree -> tie
     assert biased.tie_rate == 1.0 and biased.accuracy == 0.0 and biased.swap_consistency == 0.0

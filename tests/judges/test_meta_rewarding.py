@@ -255,7 +255,7 @@ def test_meta_judge_parses_both_slots_and_records_invalid():
     out = meta.compare([("q", "r", "JA-first", "x"), ("q", "r", "JB-first", "y"), ("q", "r", "other", "z")])
     assert [o[0] for o in out] == ["second", "first", None]
     assert out[2][1] == "no 'Winner: Judgement A|B' line"
-    assert meta.provenance().parser_version == "meta_winner/1"
+    assert meta.provenance().parser_version == "meta_winner/2"
 
 
 def test_dpo_rows_are_trl_conversational_deduplicated_and_checked():
