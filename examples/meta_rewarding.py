@@ -38,6 +38,7 @@ from loopwright.judges.meta_rewarding.checkpoints import CheckpointError
 from loopwright.judges.meta_rewarding.sandbox import sandbox_loop
 from loopwright.sdk.errors import PromptTooLongError
 from loopwright.sdk.generator import Generator
+from loopwright.sdk.models import check_model_arg
 
 
 def make_factory(backend: str, base_url: str | None = None, served_model: str | None = None) -> Any:
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (1: on a shared 2-core machine 2 threads made generation 10x slower)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    args.model = check_model_arg(ap, args.model)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -44,6 +44,7 @@ from loopwright.agents.pathfinder import (
     candidates_from_texts,
     select,
 )
+from loopwright.sdk.models import check_model_arg
 from loopwright.sdk.tasks.gsm8k import extract_model_answer, is_correct
 from loopwright.sdk.types import SamplingParams
 from loopwright.trainers.sandbox.seed import ensure_seed_model, held_out_problems, miniarith_prompt
@@ -230,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--out", default=None, help="write the tables as JSON here")
     args = ap.parse_args(argv)
+    args.model = check_model_arg(ap, args.model)
 
     t_start = time.perf_counter()
     if args.backend != "openai":

@@ -40,6 +40,7 @@ from typing import Any
 from loopwright.sdk.artifacts import RunDir, write_json
 from loopwright.sdk.executors import LocalExecutor
 from loopwright.sdk.generators.scripted import ScriptedGenerator
+from loopwright.sdk.models import check_model_arg
 from loopwright.trainers.rewire import (
     IMPROVED_END,
     IMPROVED_START,
@@ -240,6 +241,8 @@ def main() -> None:
     ap.add_argument("--classifier", default="auto", choices=["auto", "fasttext", "hashed"])
     ap.add_argument("--out", default="runs/rewire_demo")
     args = ap.parse_args()
+    if args.backend != "openai":  # with openai, --model is the served name
+        args.model = check_model_arg(ap, args.model)
 
     import torch
 

@@ -47,6 +47,7 @@ from loopwright.sdk.artifacts import RunDir, write_json
 from loopwright.sdk.executors import LocalExecutor
 from loopwright.sdk.generators.scripted import ScriptedGenerator
 from loopwright.sdk.judge import Judge
+from loopwright.sdk.models import check_model_arg
 from loopwright.sdk.report import append_iteration
 from loopwright.sdk.tasks.miniarith import generate_problems
 from loopwright.sdk.types import JudgeProvenance, Verdict
@@ -208,6 +209,8 @@ def main() -> None:
     ap.add_argument("--self-rip", action="store_true")
     ap.add_argument("--out", default="runs/rip_miniarith")
     args = ap.parse_args()
+    if args.backend != "openai":  # with openai, --model is the served name
+        args.model = check_model_arg(ap, args.model)
 
     import torch
 

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-method", default="sft", choices=["sft", "dpo"])
     ap.add_argument("--llmbar", type=int, default=0, help="also evaluate on this many LLMBar pairs")
     args = ap.parse_args(argv)
+    from loopwright.sdk.models import check_model_arg
+
+    args.model = check_model_arg(ap, args.model)
 
     from loopwright.judges.self_taught import NoUsableJudgementsError, SelfTaughtConfig, SelfTaughtEvaluator
     from loopwright.judges.self_taught.loop import backend_factory

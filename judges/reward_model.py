@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..sdk.judge import Judge
+from ..sdk.models import resolve_model_path
 from ..sdk.types import JudgeProvenance, Prompt, SwapRecord, Usage, Verdict, normalize_prompt, stable_hash
 from .adapters.trl import RewardFuncMixin
 
@@ -72,6 +73,8 @@ class RewardModelJudge(RewardFuncMixin, Judge):
         name: str = "reward_model",
         num_threads: int | None = None,
     ) -> None:
+        if isinstance(model, (str, Path)):
+            model = resolve_model_path(model)  # one clear line before any loading
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from loopwright.sdk.cliutil import ErrorBoundaryGroup, fail
+
 tools_app = typer.Typer(name="tools", help="Tools for tool-using agents (offline search index).",
-                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                        cls=ErrorBoundaryGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 @tools_app.callback()
@@ -32,6 +34,8 @@ def build_index_cmd(
     if not input.exists():
         typer.secho(f"error: input {input} not found (a .jsonl file or a datasets folder)", fg="red", err=True)
         raise typer.Exit(2)
+    if out.is_dir():
+        fail(f"--out {out} is a folder; pass the path of the SQLite index file to write (e.g. {out / 'wiki.sqlite'})")
     start = time.perf_counter()
     try:
         n = build_index(input, out, title_field=title_field, text_field=text_field, max_chars=max_chars)

@@ -260,6 +260,11 @@ def convert_record(row: Mapping[str, Any], tools: Mapping[str, Any] | None = Non
     cot = str(row.get("answer", ""))
     rec: dict[str, Any] = {"id": id if id is not None else row.get("id"), "question": question, "gold_cot": cot,
                            "source": source}
+    missing = [k for k in ("question", "answer") if not isinstance(row.get(k), str) or not row[k].strip()]
+    if missing:
+        return rec | {"gold_answer": None, "chain": None, "coa_chain": None, "verified": False, "answer": None,
+                      "reason": f"missing field(s) {', '.join(map(repr, missing))}: a GSM8K row has 'question' and "
+                                f"'answer' strings (got keys {sorted(map(str, row))[:10]})"}
     try:
         gold = extract_gold_answer(cot)
     except ValueError as e:
@@ -289,13 +294,15 @@ _UNKNOWN_EQ = re.compile(r"\b(?:[Ll]et [a-zA-Z]\b|[a-zA-Z] = \$?\d|\d[a-zA-Z] [+
 def failure_category(record: Mapping[str, Any]) -> str | None:
     """A coarse category for an unverified record (``None`` when verified), for the conversion report.
 
-    ``no_gold``, ``no_arithmetic`` (no annotation and no checkable plain-text arithmetic), ``unparseable``,
+    ``missing_fields`` (no ``question`` / ``answer`` string), ``no_gold``, ``no_arithmetic`` (no annotation and no checkable plain-text arithmetic), ``unparseable``,
     ``invalid_chain``, ``reification_failed``, ``other``, then for wrong answers: ``equation_with_unknowns`` (the solution
     solves for a letter), ``rounding`` (the answer is within 1 % of the gold), ``answer_in_unconverted_text``.
     """
     if record.get("verified"):
         return None
     reason = str(record.get("reason", ""))
+    if reason.startswith("missing field"):
+        return "missing_fields"
     if reason.startswith("no gold"):
         return "no_gold"
     if "no <<expr=result>>" in reason:

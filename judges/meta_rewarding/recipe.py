@@ -28,6 +28,31 @@ class MetaRewardingRecipe(RecipeConfig):
     judge: Literal["verifier", "self", "garbage"] = "verifier"
     backend: Literal["transformers", "vllm"] = "transformers"
 
+    def check(self, source: str) -> None:
+        """Validate ``config`` merged over the sandbox defaults, and ``model``, before a run folder is made."""
+        from pydantic import ValidationError
+
+        from loopwright.sdk.errors import ConfigError
+        from loopwright.sdk.models import resolve_model_path
+        from loopwright.sdk.recipes import format_validation_error
+
+        from .config import MetaRewardingConfig, sandbox_config
+
+        try:
+            sandbox_config(**{"seed": self.seed, **self.config})
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, MetaRewardingConfig, source, prefix=("config",))) from None
+        if self.model is not None:
+            resolve_model_path(self.model)
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with ``config`` expanded to the full :class:`~.config.MetaRewardingConfig` it runs with."""
+        from .config import sandbox_config
+
+        out = self.model_dump(mode="json")
+        out["config"] = sandbox_config(**{"seed": self.seed, **self.config}).model_dump(mode="json")
+        return out
+
     def run(self, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
         from .config import sandbox_config
         from .sandbox import sandbox_loop

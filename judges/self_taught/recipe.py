@@ -29,6 +29,13 @@ class SelfTaughtRecipe(RecipeConfig):
     seed_judge: dict[str, Any] = Field(default_factory=dict)
     """:class:`~.sandbox.SeedJudgeConfig` fields (its ``task`` defaults to ``loop.task``)."""
 
+    def check(self, source: str) -> None:
+        """The seed judge folder must exist before a run folder is made (every backend, ``openai`` too, serves it)."""
+        if self.model is not None:
+            from loopwright.sdk.models import resolve_model_path
+
+            resolve_model_path(self.model)
+
     def run(self, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
         if self.model is not None:
             seed_judge = Path(self.model)

@@ -39,6 +39,7 @@ from transformers.generation import (
 
 from ..errors import PromptTooLongError
 from ..generator import Generator
+from ..models import resolve_model_path
 from ..types import Completion, Prompt, SamplingParams, Usage, normalize_prompt, prompt_key, stable_hash
 
 __all__ = ["TransformersGenerator"]
@@ -110,6 +111,8 @@ class TransformersGenerator(Generator):
         trust_remote_code: bool = False,
         max_context: int | None = None,
     ) -> None:
+        if isinstance(model, (str, Path)):
+            model = resolve_model_path(model, revision=revision)  # one clear line before any loading
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:

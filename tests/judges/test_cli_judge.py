@@ -72,7 +72,7 @@ def test_judge_eval_jsonl_and_mt_bench(tmp_path, tiny_model_dir):
     (["--base-url", "http://127.0.0.1:1/v1"], "--base-url is only used with --backend openai"),
     (["--backend", "openai"], "--backend openai needs --base-url URL and --model"),
     (["--limit", "0"], "--limit 0 must be a positive"),
-    (["--model", "/nonexistent/model"], "--model '/nonexistent/model' is not a model folder"),
+    (["--model", "/nonexistent/model"], "--model: no model folder at /nonexistent/model; the nearest existing folder /"),
     (["--data", "missing.jsonl"], "missing.jsonl not found"),
 ])
 def test_judge_eval_bad_options(args, message, tmp_path):
