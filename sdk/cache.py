@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import BatchError
 from .generator import Generator
 from .types import Completion, Prompt, SamplingParams, prompt_key
 
@@ -272,7 +273,10 @@ class CachedGenerator(Generator):
             self.cache.count_uncacheable(len(prompts))
             return self.inner.generate(prompts, params)
         keys, hits, miss_prompts, miss_keys = self._lookup(prompts, params)
-        fresh = self.inner.generate(miss_prompts, params) if miss_prompts else []
+        try:
+            fresh = self.inner.generate(miss_prompts, params) if miss_prompts else []
+        except BatchError as e:
+            raise self._keep_partial(keys, hits, miss_keys, e) from e
         return self._store(keys, hits, miss_keys, fresh)
 
     async def agenerate(
@@ -283,8 +287,23 @@ class CachedGenerator(Generator):
             self.cache.count_uncacheable(len(prompts))
             return await self.inner.agenerate(prompts, params)
         keys, hits, miss_prompts, miss_keys = self._lookup(prompts, params)
-        fresh = await self.inner.agenerate(miss_prompts, params) if miss_prompts else []
+        try:
+            fresh = await self.inner.agenerate(miss_prompts, params) if miss_prompts else []
+        except BatchError as e:
+            raise self._keep_partial(keys, hits, miss_keys, e) from e
         return self._store(keys, hits, miss_keys, fresh)
+
+    def _keep_partial(self, keys: list[str], hits: dict[str, list[Completion]], miss_keys: list[str],
+                      err: BatchError) -> BatchError:
+        """Cache the prompts of a failed batch that did finish (a rerun or a resumed stage reuses them), and
+        return the error re-indexed to the caller's prompts."""
+        done = {k: row for k, row in zip(miss_keys, err.partial, strict=True) if row is not None}
+        if done:
+            self.cache.put_many(done)
+        reasons = {miss_keys[i]: why for i, why in err.failures.items()}
+        partial = [[c.model_copy(deep=True) for c in hits[k]] if k in hits else done.get(k) for k in keys]
+        failures = {i: reasons.get(k, "failed") for i, k in enumerate(keys) if partial[i] is None}
+        return BatchError(f"{err} ({len(done)} finished prompts cached)", partial=partial, failures=failures)
 
     def stats(self) -> dict[str, int]:
         return self.cache.stats()

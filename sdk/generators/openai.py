@@ -8,29 +8,50 @@ requests one by one). ``generate`` is the sync wrapper from the Generator ABC.
 Retries (tenacity, the client's own retries are off): only connection errors, timeouts, 429 and 5xx are
 retried, with exponential backoff plus jitter, or exactly the server's ``Retry-After`` /
 ``retry-after-ms`` when it sends one; any other 4xx fails at once (spec/ecosystem.md §5, ``dspy#10126``).
+``request_timeout`` bounds each whole attempt (connect + send + the full body), not each socket read, so a
+server trickling bytes cannot hold a request; a timed-out attempt is retried like a connection timeout.
 ``total_timeout`` bounds the whole call, so a dead server ends in :class:`BackendError`, never a hang.
 
-Partial results: when a call fails, the :class:`BackendError` it raises carries ``.partial``, a list with
-one entry per prompt: the prompt's completions when its request finished, ``None`` when it failed or was
-cancelled. The first permanent failure cancels the requests still pending (a wrong model name or a dead
-server would fail them all anyway).
+Responses are validated: a 200 whose body is not JSON or lacks a field of the right type (``content: null``,
+``text: 5``, no ``choices``) raises :class:`BackendError` naming the URL, the status and the field, and is
+not retried. Only a server that sent ``""`` gives an empty completion.
+
+Failures in a batch: with ``on_error="collect"`` (default, for loops: a lost prompt is lost work) the other
+requests finish and the call then raises :class:`BatchError`, whose ``.partial`` holds one entry per prompt
+(its completions, or ``None``) and ``.failures`` the reason per failed prompt. With ``on_error="raise"`` the
+first failure cancels the requests still pending. Either way a failure that no prompt can escape (server
+unreachable after retries, model not found, 401/403) cancels the rest at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import BackendError, ConfigError
+import pydantic
+
+from ..errors import BackendError, BatchError, ConfigError
 from ..generator import Generator, run_sync
 from ..types import Completion, Prompt, SamplingParams, Usage, normalize_prompt
 
 RETRY_AFTER_MAX_S = 120.0
 """Longest Retry-After we wait for; longer asks are capped (the total_timeout still applies)."""
+
+OnError = Literal["collect", "raise"]
+"""Batch failure policy: finish the other prompts and report each failure, or cancel them at the first."""
+
+
+class RequestTimeoutError(Exception):
+    """One attempt ran past ``request_timeout`` as a whole (transient: retried)."""
+
+
+class _EndpointError(BackendError):
+    """The endpoint itself is unusable (unreachable, model not found, auth refused): every prompt would fail."""
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
@@ -65,6 +86,8 @@ def is_retryable(exc: BaseException) -> bool:
     """Connection errors, timeouts, 429 and 5xx are transient; everything else is not."""
     import openai
 
+    if isinstance(exc, RequestTimeoutError):
+        return True
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
@@ -80,7 +103,7 @@ class OpenAIGenerator(Generator):
         model: the served model name.
         api_key: default ``$OPENAI_API_KEY``, else ``"EMPTY"`` (local servers ignore it).
         max_concurrency: requests in flight (default 32 — match the server's ``max_num_seqs``).
-        request_timeout: seconds per HTTP request.
+        request_timeout: seconds for one whole HTTP attempt (connect, send, full response), not per read.
         total_timeout: seconds for a whole ``agenerate`` call including retries; ``None`` = no deadline.
         max_retries: retries per request after the first try (default 4).
         backoff: initial backoff seconds (doubles per retry, plus up to ``backoff`` s of jitter).
@@ -90,6 +113,8 @@ class OpenAIGenerator(Generator):
             token ids; set ``False`` for servers that reject unknown fields (hosted OpenAI). Without them
             ``token_ids`` are empty and a ``top_k`` raises :class:`ConfigError`.
         template_id: identifies the server-side chat template in the cache key (the client cannot see it).
+        on_error: ``"collect"`` (default) lets every other prompt finish after a failure and raises
+            :class:`BatchError` with all per-prompt failures; ``"raise"`` cancels the pending ones at the first.
 
     Chat prompts go to ``/chat/completions``, string prompts to ``/completions``. Greedy requests with
     ``n > 1`` are sent once and copied (vLLM rejects ``n > 1`` at temperature 0).
@@ -112,6 +137,7 @@ class OpenAIGenerator(Generator):
         revision: str | None = None,
         vllm_extensions: bool = True,
         template_id: str | None = None,
+        on_error: OnError = "collect",
     ) -> None:
         if not base_url or not isinstance(base_url, str):
             raise ConfigError(f"base_url must be a URL like 'http://127.0.0.1:8000/v1', got {base_url!r}")
@@ -125,6 +151,8 @@ class OpenAIGenerator(Generator):
             raise ConfigError(
                 f"timeouts must be positive, got request_timeout={request_timeout}, total_timeout={total_timeout}"
             )
+        if on_error not in ("collect", "raise"):
+            raise ConfigError(f"on_error must be 'collect' or 'raise', got {on_error!r}")
         self.base_url = base_url.rstrip("/")
         self.model_id = model
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -137,6 +165,7 @@ class OpenAIGenerator(Generator):
         self.revision = revision
         self.vllm_extensions = vllm_extensions
         self.template_id = template_id
+        self.on_error: OnError = on_error
         self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._context_len: int | None = None
 
@@ -188,7 +217,7 @@ class OpenAIGenerator(Generator):
     async def agenerate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None
     ) -> list[list[Completion]]:
-        """All prompts concurrently (bounded); raises :class:`BackendError` with ``.partial`` on failure."""
+        """All prompts concurrently (bounded); raises :class:`BatchError` (``.partial``, ``.failures``) on failure."""
         params = params or SamplingParams()
         if isinstance(prompts, str):
             raise TypeError("agenerate takes a list of prompts; wrap a single prompt as [prompt]")
@@ -200,37 +229,59 @@ class OpenAIGenerator(Generator):
         if not norm:
             return []
         results: list[list[Completion] | None] = [None] * len(norm)
+        errors: dict[int, BaseException] = {}  # in the order they happened
+        stop = asyncio.Event()
+        stopped_by: list[int] = []  # the prompt whose failure cancelled the rest
         sem = asyncio.Semaphore(self.max_concurrency)
 
         async def one(i: int) -> None:
             async with sem:
-                results[i] = await self._with_retries(norm[i], params)
+                if stop.is_set():
+                    return
+                try:
+                    results[i] = await self._with_retries(norm[i], params)
+                except Exception as e:  # noqa: BLE001 - recorded per prompt, raised below
+                    errors[i] = e
+                    if self.on_error == "raise" or not isinstance(e, BackendError) or isinstance(e, _EndpointError):
+                        stopped_by.append(i)
+                        stop.set()
 
         tasks = [asyncio.create_task(one(i)) for i in range(len(norm))]
+        waiters = [asyncio.create_task(asyncio.wait(tasks)), asyncio.create_task(stop.wait())]
         try:
-            done, pending = await asyncio.wait(
-                tasks, timeout=self.total_timeout, return_when=asyncio.FIRST_EXCEPTION
-            )
+            await asyncio.wait(waiters, timeout=self.total_timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in tasks:
+            for t in [*tasks, *waiters]:
                 if not t.done():
                     t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            await asyncio.gather(*tasks, *waiters, return_exceptions=True)
+        if not errors and all(r is not None for r in results):
+            return results  # type: ignore[return-value]
         n_ok = sum(r is not None for r in results)
-        if errors:
-            first = errors[0]
-            err = BackendError(f"{first} [{n_ok}/{len(norm)} prompts completed; see .partial]")
-            err.partial = list(results)  # type: ignore[attr-defined]
-            raise err from first
-        if pending:
-            err = BackendError(
-                f"{self.base_url} did not finish {len(norm)} prompts within total_timeout={self.total_timeout}s "
-                f"[{n_ok}/{len(norm)} completed; see .partial]"
-            )
-            err.partial = list(results)  # type: ignore[attr-defined]
-            raise err
-        return results  # type: ignore[return-value]
+        failures = {i: str(e) for i, e in errors.items()}
+        first = next(iter(errors), None)
+        unfinished = (
+            f"cancelled after prompt {stopped_by[0]} failed" if stopped_by
+            else f"not finished within total_timeout={self.total_timeout}s"
+        )
+        for i, r in enumerate(results):
+            if r is None and i not in failures:
+                failures[i] = unfinished
+        head = (
+            str(errors[first]) if first is not None
+            else f"{self.base_url} did not finish {len(norm)} prompts within total_timeout={self.total_timeout}s"
+        )
+        others = [f"prompt {i}: {_clip(m)}" for i, m in failures.items() if i != first and i in errors]
+        more = f"; other failures: {'; '.join(others[:4])}" + (f" (+{len(others) - 4} more)" if len(others) > 4 else "")
+        err = BatchError(
+            f"{head} [{n_ok}/{len(norm)} prompts completed, {len(failures)} failed; see .partial and .failures]"
+            + (more if others else ""),
+            partial=list(results),
+            failures=dict(sorted(failures.items())),
+        )
+        if first is not None:
+            raise err from errors[first]
+        raise err
 
     # ------------------------------------------------------------------------------------------ one request
 
@@ -258,21 +309,37 @@ class OpenAIGenerator(Generator):
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._request(prompt, params)
+                    try:
+                        return await asyncio.wait_for(self._request(prompt, params), timeout=self.request_timeout)
+                    except TimeoutError as e:
+                        raise RequestTimeoutError(self._url(prompt)) from e
+        except RequestTimeoutError as e:
+            raise BackendError(
+                f"POST {e} sent no complete answer within request_timeout={self.request_timeout}s "
+                f"(the whole request) in {self.max_retries + 1} attempts"
+            ) from e
         except openai.NotFoundError as e:
-            raise BackendError(await self._not_found_message(e)) from e
+            raise _EndpointError(await self._not_found_message(e)) from e
         except openai.APIStatusError as e:
             retried = f" after {self.max_retries + 1} attempts" if is_retryable(e) else ""
-            raise BackendError(
+            kind = _EndpointError if e.status_code in (401, 403) else BackendError
+            raise kind(
                 f"{self.base_url} answered HTTP {e.status_code}{retried} for model {self.model_id!r}: "
                 f"{_body_text(e)}"
             ) from e
-        except openai.APIConnectionError as e:
+        except openai.APITimeoutError as e:
             raise BackendError(
+                f"{self._url(prompt)} timed out ({e}) after {self.max_retries + 1} attempts"
+            ) from e
+        except openai.APIConnectionError as e:
+            raise _EndpointError(
                 f"cannot reach {self.base_url} ({type(e).__name__}: {e}) after {self.max_retries + 1} attempts; "
                 "is the server running?"
             ) from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _url(self, prompt: str | list[dict[str, Any]]) -> str:
+        return f"{self.base_url}/{'completions' if isinstance(prompt, str) else 'chat/completions'}"
 
     async def _max_model_len(self) -> int | None:
         """The served model's context length from ``GET /models`` (vLLM's ``max_model_len``), cached."""
@@ -327,16 +394,18 @@ class OpenAIGenerator(Generator):
         if isinstance(prompt, str):
             if params.logprobs is not None:
                 kwargs["logprobs"] = params.logprobs
-            resp = await client.completions.create(prompt=prompt, **kwargs)
+            raw = await client.completions.with_raw_response.create(prompt=prompt, **kwargs)
+            resp = _validated(raw, _TextResponse)
             comps = [self._from_text_choice(c, params) for c in sorted(resp.choices, key=lambda c: c.index)]
         else:
             if params.logprobs is not None:
                 kwargs["logprobs"] = True
                 kwargs["top_logprobs"] = params.logprobs
-            resp = await client.chat.completions.create(messages=prompt, **kwargs)
+            raw = await client.chat.completions.with_raw_response.create(messages=prompt, **kwargs)
+            resp = _validated(raw, _ChatResponse)
             comps = [self._from_chat_choice(c, params) for c in sorted(resp.choices, key=lambda c: c.index)]
         if not comps:
-            raise BackendError(f"{self.base_url} returned no choices for model {self.model_id!r}")
+            raise BackendError(f"{_where(raw)}: choices is empty (model {self.model_id!r})")
         _set_usage(comps, resp.usage)
         if params.greedy and params.n > 1:
             first = comps[0]
@@ -372,7 +441,102 @@ class OpenAIGenerator(Generator):
         return _completion(choice, choice.message.content or "", logprobs, top)
 
 
+# ---------------------------------------------------------------------------------------------- responses
+# What we read of a 200 body, typed: a wrong type or a null where text is due is a server bug, not a completion.
+
+
+class _Usage(pydantic.BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _TextLogprobs(pydantic.BaseModel):
+    tokens: list[str] | None = None
+    token_logprobs: list[float] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
+
+
+class _TextChoice(pydantic.BaseModel):
+    index: int = 0
+    text: pydantic.StrictStr
+    finish_reason: str | None = None
+    logprobs: _TextLogprobs | None = None
+    token_ids: list[int] | None = None
+    stop_reason: str | int | None = None
+
+
+class _TextResponse(pydantic.BaseModel):
+    choices: list[_TextChoice]
+    usage: _Usage | None = None
+
+
+class _TopLogprob(pydantic.BaseModel):
+    token: str
+    logprob: float
+
+
+class _TokenLogprob(pydantic.BaseModel):
+    token: str
+    logprob: float
+    top_logprobs: list[_TopLogprob] | None = None
+
+
+class _ChatLogprobs(pydantic.BaseModel):
+    content: list[_TokenLogprob] | None = None
+
+
+class _ChatMessage(pydantic.BaseModel):
+    content: pydantic.StrictStr
+
+
+class _ChatChoice(pydantic.BaseModel):
+    index: int = 0
+    message: _ChatMessage
+    finish_reason: str | None = None
+    logprobs: _ChatLogprobs | None = None
+    token_ids: list[int] | None = None
+    stop_reason: str | int | None = None
+
+
+class _ChatResponse(pydantic.BaseModel):
+    choices: list[_ChatChoice]
+    usage: _Usage | None = None
+
+
+def _where(raw: Any) -> str:
+    return f"{raw.method} {raw.url} -> {raw.status_code}"
+
+
+def _validated(raw: Any, model: type[pydantic.BaseModel]) -> Any:
+    """The body of a raw 2xx response as ``model``; :class:`BackendError` naming URL, status and field if not."""
+    content = raw.content
+    try:
+        body = json.loads(content)
+    except ValueError:
+        raise BackendError(f"{_where(raw)}: body is not JSON ({content[:120]!r})") from None
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as e:
+        problems = [_problem(d) for d in e.errors(include_url=False)]
+        extra = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise BackendError(f"{_where(raw)}: {'; '.join(problems[:3])}{extra}") from None
+
+
+def _problem(d: Any) -> str:
+    """``choices[0].message.content is null`` from one pydantic error."""
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in d["loc"]).lstrip(".") or "body"
+    if d["type"] == "missing":
+        return f"{path} is missing"
+    if d["input"] is None:
+        return f"{path} is null"
+    return f"{path}: {d['msg']} (got {type(d['input']).__name__} {d['input']!r:.60})"
+
+
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _top_k(d: dict[str, float], k: int, token: str | None, logprob: float) -> dict[str, float]:

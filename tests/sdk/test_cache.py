@@ -189,3 +189,40 @@ def test_cache_travels_to_other_processes_by_path(tmp_path):
     assert clone.path == cache.path and clone.get("k")[0].text == "hi" and clone.hits == 1
     with pytest.raises(TypeError, match="in-memory"):
         pickle.dumps(GenerationCache(":memory:"))
+
+
+class FailsSome(Counting):
+    """A real generator that fails the prompts containing "Hello" the way OpenAIGenerator's collect policy does:
+    the others finish, then one BatchError carries them."""
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[list[Completion]]:
+        from loopwright.sdk.errors import BatchError
+
+        self.calls.append(list(prompts))
+        ok = [i for i, p in enumerate(prompts) if "Hello" not in str(p)]
+        got = dict(zip(ok, self.inner.generate([prompts[i] for i in ok], params), strict=True))
+        if len(got) == len(prompts):
+            return [got[i] for i in range(len(prompts))]
+        partial = [got.get(i) for i in range(len(prompts))]
+        raise BatchError("HTTP 400 for Hello", partial=partial,
+                         failures={i: "HTTP 400" for i, r in enumerate(partial) if r is None})
+
+
+def test_a_failed_batch_keeps_its_finished_prompts_in_the_cache(tmp_path, tgen):
+    """Issue 17 item 12: the work of the prompts that finished is not lost with the batch's failure; a rerun sends
+    only the failed prompt again."""
+    from loopwright.sdk.errors import BatchError
+
+    params = SamplingParams(max_tokens=4)
+    inner = FailsSome(tgen)
+    gen = CachedGenerator(inner, GenerationCache(tmp_path / "c.sqlite"))
+    gen.generate(PROMPTS[:1], params)  # one hit before the failing call
+    with pytest.raises(BatchError) as err:
+        gen.generate(PROMPTS, params)
+    assert [r is not None for r in err.value.partial] == [True, True, True, False]
+    assert err.value.failures == {3: "HTTP 400"} and "(2 finished prompts cached)" in str(err.value)
+    assert inner.calls[-1] == PROMPTS[1:]  # the hit was not sent again
+    inner.calls.clear()
+    with pytest.raises(BatchError):
+        gen.generate(PROMPTS, params)
+    assert inner.calls == [[PROMPTS[3]]]  # only the failed prompt goes out again

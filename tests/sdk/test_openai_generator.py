@@ -249,7 +249,7 @@ def test_5xx_is_retried_then_fails(stub):
 def test_partial_results_keep_finished_prompts(stub):
     s = stub(lambda i, b: (400, {}, {"error": {"message": "nope"}}) if "bad" in b["prompt"]
              else (200, {}, _text_reply(b)))
-    g = OpenAIGenerator(s.base_url, "m", max_concurrency=1, total_timeout=20)
+    g = OpenAIGenerator(s.base_url, "m", max_concurrency=1, total_timeout=20, on_error="raise")
     with pytest.raises(BackendError) as err:
         g.generate(["a", "b", "bad", "c"], SamplingParams(max_tokens=3))
     partial = err.value.partial
