@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from loopwright.sdk.executors import RayJudge, judge_for, release_judge
 from loopwright.sdk.judge import Judge
 from loopwright.sdk.types import Verdict, stable_hash
 
@@ -215,6 +216,9 @@ def _dump(v: Verdict) -> dict[str, Any]:
 def _compare(judge: Judge, prompts: list[Any], a: list[str], b: list[str], batch_size: int,
              progress: bool, desc: str) -> list[Verdict]:
     out: list[Verdict] = []
+    if isinstance(judge, RayJudge):  # one call: the actors take consecutive batches of judge.batch_size from it
+        batch_size = max(batch_size, len(prompts))
+        progress = False
     starts = range(0, len(prompts), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -234,7 +238,7 @@ def _compare(judge: Judge, prompts: list[Any], a: list[str], b: list[str], batch
 
 
 def evaluate(
-    judge: Judge,
+    judge: Judge | Callable[[], Judge],
     pairs: Sequence[PreferencePair],
     *,
     seed: int = 0,
@@ -242,6 +246,7 @@ def evaluate(
     batch_size: int = 64,
     run_dir: str | Path | None = None,
     progress: bool = False,
+    executor: Any = None,
 ) -> JudgeReport:
     """Evaluate a pairwise judge on gold ``pairs``; see the module docstring for the protocol.
 
@@ -255,8 +260,22 @@ def evaluate(
         batch_size: pairs per ``judge.compare`` call (one batched generate call each for LLM judges).
         run_dir: when given, writes ``records.jsonl`` (one :class:`PairRecord` per pair), ``report.json``
             and ``report.md`` there.
+        executor: where a judge *factory* runs: a :class:`~loopwright.sdk.executors.RayExecutor` builds it in
+            ``num_actors`` Ray actors (``executor.judge``; each actor call is one batch of ``batch_size`` pairs,
+            the same batches as a local run) and stops them at the end; ``None`` / a LocalExecutor builds it here.
+            ``judge`` may also be a :class:`~loopwright.sdk.executors.RayJudge` directly.
     """
-    if type(judge).compare is Judge.compare:
+    judge, owned = judge_for(executor, judge, batch_size=batch_size)
+    try:
+        return _evaluate(judge, pairs, seed=seed, reverse=reverse, batch_size=batch_size, run_dir=run_dir,
+                         progress=progress)
+    finally:
+        release_judge(judge, owned)
+
+
+def _evaluate(judge: Judge, pairs: Sequence[PreferencePair], *, seed: int, reverse: bool | None, batch_size: int,
+              run_dir: str | Path | None, progress: bool) -> JudgeReport:
+    if type(judge).compare is Judge.compare and type(judge).acompare is Judge.acompare:
         raise TypeError(f"{type(judge).__name__} does not implement compare(); evaluate() needs a pairwise judge "
                         f"(kinds={sorted(judge.kinds)})")
     if batch_size < 1:

@@ -1,14 +1,17 @@
 """``LLMJudge``: what every prompted judge shares — a Generator, a template, sampling, provenance, usage.
 
 Subclasses (:class:`~loopwright.judges.pointwise.PointwiseJudge`,
-:class:`~loopwright.judges.pairwise.PairwiseJudge`) render prompts, make ONE batched ``generate`` call and
-parse each completion with a versioned parser (:mod:`loopwright.judges.parsers`). Provenance follows
+:class:`~loopwright.judges.pairwise.PairwiseJudge`) render prompts, make ONE batched ``generate`` call
+(``agenerate`` from ``ascore`` / ``acompare``: each direction takes the backend's native path, converted once by
+the Generator base class, so a sync call on an in-process engine never hops threads) and parse each completion
+with a versioned parser (:mod:`loopwright.judges.parsers`). Provenance follows
 spec/ecosystem.md §0.5 / §4.3: judge models get retired, so every Verdict names the model id + revision,
 endpoint, template id + hash, parser version and sampling parameters that produced it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -40,6 +43,9 @@ class LLMJudge(RewardFuncMixin, Judge):
         self.template = template
         self.sampling = sampling
         self.name = name or f"{type(self).__name__}({generator.model_id})"
+        self.short_name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+        """A name without the model path (TRL reward names, log keys): ``name=`` when given, else e.g.
+        ``pairwise_judge``."""
 
     def provenance(self, params: SamplingParams) -> JudgeProvenance:
         """Who produced the verdicts of a call made with ``params``."""
@@ -54,8 +60,15 @@ class LLMJudge(RewardFuncMixin, Judge):
         )
 
     def _generate(self, prompts: list[list[dict[str, str]]], params: SamplingParams) -> list[list[Completion]]:
-        """One batched call; checks the backend returned one row of ``params.n`` completions per prompt."""
-        out = self.generator.generate(prompts, params)
+        """One batched ``generate`` call; checks the backend returned one row of ``params.n`` completions per prompt."""
+        return self._checked(prompts, params, self.generator.generate(prompts, params))
+
+    async def _agenerate(self, prompts: list[list[dict[str, str]]], params: SamplingParams) -> list[list[Completion]]:
+        """:meth:`_generate` through the generator's ``agenerate`` (native for async backends such as OpenAI)."""
+        return self._checked(prompts, params, await self.generator.agenerate(prompts, params))
+
+    def _checked(self, prompts: list[list[dict[str, str]]], params: SamplingParams,
+                 out: list[list[Completion]]) -> list[list[Completion]]:
         if len(out) != len(prompts) or any(len(row) != params.n for row in out):
             raise RuntimeError(
                 f"{self.generator!r} returned {[len(r) for r in out]} completions for {len(prompts)} prompts "

@@ -142,9 +142,20 @@ class PairwiseJudge(LLMJudge):
         n_items = self._check_lengths(prompts=prompts, responses_a=responses_a, responses_b=responses_b)
         if n_items == 0:
             return []
-        params = self.sampling
-        provenance = self.provenance(params)
-        rows = self._generate(self.build_prompts(prompts, responses_a, responses_b), params)
+        return self._verdicts(n_items, self._generate(self.build_prompts(prompts, responses_a, responses_b),
+                                                      self.sampling))
+
+    async def acompare(self, prompts: Sequence[Prompt], responses_a: Sequence[str],
+                       responses_b: Sequence[str]) -> list[Verdict]:
+        """Async :meth:`compare` (the same Verdicts), from one awaited ``agenerate`` call over both orders."""
+        n_items = self._check_lengths(prompts=prompts, responses_a=responses_a, responses_b=responses_b)
+        if n_items == 0:
+            return []
+        return self._verdicts(n_items, await self._agenerate(
+            self.build_prompts(prompts, responses_a, responses_b), self.sampling))
+
+    def _verdicts(self, n_items: int, rows: list[list[Completion]]) -> list[Verdict]:
+        provenance = self.provenance(self.sampling)
         step = 2 if self.both_orders else 1
         verdicts = []
         for i in range(n_items):

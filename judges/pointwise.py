@@ -79,14 +79,21 @@ class PointwiseJudge(LLMJudge):
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
         """One Verdict per (prompt, response), from one batched generate call with ``n = samples``."""
-        n_items = self._check_lengths(prompts=prompts, responses=responses)
-        if n_items == 0:
-            return []
-        rendered = [self.template.render(question=self._question(p), response=str(r))
-                    for p, r in zip(prompts, responses, strict=True)]
-        params = self.sampling
-        provenance = self.provenance(params)
-        rows = self._generate(rendered, params)
+        rendered = self._render(prompts, responses)
+        return self._verdicts(self._generate(rendered, self.sampling)) if rendered else []
+
+    async def ascore(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
+        """Async :meth:`score` (the same Verdicts), from one awaited ``agenerate`` call."""
+        rendered = self._render(prompts, responses)
+        return self._verdicts(await self._agenerate(rendered, self.sampling)) if rendered else []
+
+    def _render(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[list[dict[str, str]]]:
+        self._check_lengths(prompts=prompts, responses=responses)
+        return [self.template.render(question=self._question(p), response=str(r))
+                for p, r in zip(prompts, responses, strict=True)]
+
+    def _verdicts(self, rows: list[list[Any]]) -> list[Verdict]:
+        provenance = self.provenance(self.sampling)
         return [self._verdict(row, provenance) for row in rows]
 
     def __call__(self, prompt: Prompt, response: str) -> Verdict:

@@ -153,7 +153,7 @@ def judge_scorer(judge: Judge, *, mode: Mode = "pairwise", name: str = "loopwrig
     if mode not in ("pairwise", "pointwise"):
         raise ValueError(f"mode={mode!r}; use 'pairwise' or 'pointwise'")
     method = "compare" if mode == "pairwise" else "score"
-    if getattr(type(judge), method) is getattr(Judge, method):
+    if all(getattr(type(judge), m) is getattr(Judge, m) for m in (method, f"a{method}")):
         raise TypeError(f"{type(judge).__name__} does not implement {method}(), needed for mode={mode!r} "
                         f"(kinds={sorted(judge.kinds)})")
     if max_batch < 1 or batch_wait_s < 0:

@@ -12,7 +12,8 @@ TRL has had no judges since 1.1 (``trl#5485``); its integration point is the rew
   TRL passes ``log_metric``/``log_extra`` (GRPO, RLOO) the adapter logs ``judge/invalid_rate`` and one
   ``judge_reasoning`` entry per completion. ``async_=True`` returns an object whose ``__call__`` is a coroutine
   function: GRPO/RLOO detect it (``trl.trainer.utils.is_async_callable``) and ``asyncio.gather`` it with other
-  async rewards; the judge then runs in a worker thread (``asyncio.to_thread``) so the event loop is not blocked.
+  async rewards; it awaits the judge's ``ascore`` / ``acompare`` (LLM judges: the generator's ``agenerate``; sync
+  judges: a worker thread), so the event loop is not blocked.
   ``OnlineDPOTrainer`` 1.16 calls reward functions synchronously: give it the sync variant.
 - :func:`as_pairwise_reward_func` -- OnlineDPO's *pairwise layout* (an implementation detail of TRL 1.16, not
   documented API; pinned by tests/judges/test_trl_adapters.py): the trainer scores ``2*B`` completions with
@@ -48,6 +49,7 @@ __all__ = [
     "as_pairwise_reward_func",
     "as_reward_func",
     "completion_text",
+    "reward_name",
 ]
 
 ONLINE_DPO_PAIRING_TRL = ("1.16",)
@@ -100,6 +102,16 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name).strip("_") or "judge"
 
 
+def reward_name(judge: Any) -> str:
+    """A short, stable reward name for TRL's ``rewards/<name>/mean``: the judge's ``short_name`` when it has one
+    (LLM judges: the ``name=`` they were given, else their class in snake case, e.g. ``pairwise_judge``), else its
+    ``name``, else its class. Never a model path, which would change from one machine to another."""
+    short = getattr(judge, "short_name", None) or getattr(judge, "name", None)
+    if not short or "/" in short or "(" in short:
+        short = re.sub(r"(?<!^)(?=[A-Z])", "_", type(judge).__name__).lower()
+    return short
+
+
 class JudgeRewardFunc:
     """A Judge as a synchronous TRL reward function (see the module docstring). Use :func:`as_reward_func`.
 
@@ -112,21 +124,23 @@ class JudgeRewardFunc:
         judge: Any,
         *,
         name: str | None = None,
-        mode: Literal["pointwise", "pairwise"] = "pointwise",
+        mode: Literal["pointwise", "pairwise"] | None = None,
         reference_column: str = "reference",
         metric_prefix: str = "judge",
     ) -> None:
+        kinds = getattr(judge, "kinds", None)
+        if mode is None:  # the judge's own kind: a pairwise-only judge rewards against the reference column
+            mode = "pairwise" if kinds and "pointwise" not in kinds and "pairwise" in kinds else "pointwise"
         if mode not in ("pointwise", "pairwise"):
             raise ValueError(f"mode={mode!r}; use 'pointwise' (judge.score) or 'pairwise' (judge.compare against "
                              f"the dataset column {reference_column!r})")
-        kinds = getattr(judge, "kinds", None)
         if kinds and mode not in kinds:
             raise ValueError(f"{type(judge).__name__} supports kinds={sorted(kinds)}, not mode={mode!r}")
         self.judge = judge
         self.mode = mode
         self.reference_column = reference_column
         self.metric_prefix = metric_prefix
-        self.__name__ = _sanitize(name or getattr(judge, "name", None) or type(judge).__name__)
+        self.__name__ = _sanitize(name or reward_name(judge))
         self.__qualname__ = self.__name__
         self.stats: dict[str, int] = {"calls": 0, "items": 0, "invalid": 0}
         self.last_verdicts: list[Verdict] = []
@@ -150,24 +164,41 @@ class JudgeRewardFunc:
             refs = [completion_text(r) or "" for r in kwargs[self.reference_column]]
         return [_prompt(p) for p in prompts], [completion_text(c) for c in completions], refs
 
-    def _judge(self, prompts: list[Any], texts: list[str | None], refs: list[str] | None) -> list[Verdict]:
+    def _call(self, prompts: list[Any], texts: list[str | None],
+              refs: list[str] | None) -> tuple[list[int], str, tuple[list[Any], ...]]:
+        """The items with text, the judge method (``score`` / ``compare``) and its arguments for them."""
         ok = [i for i, t in enumerate(texts) if t is not None]
-        verdicts: list[Verdict | None] = [None] * len(texts)
-        if ok:
-            sub_p = [prompts[i] for i in ok]
-            sub_t = [texts[i] for i in ok]
-            if self.mode == "pointwise":
-                got = self.judge.score(sub_p, sub_t)
-            else:
-                got = self.judge.compare(sub_p, sub_t, [refs[i] for i in ok])  # type: ignore[index]
-            if len(got) != len(ok):
-                raise ValueError(f"{type(self.judge).__name__} returned {len(got)} verdicts for {len(ok)} items")
-            for i, v in zip(ok, got, strict=True):
-                verdicts[i] = v
+        sub_p = [prompts[i] for i in ok]
+        sub_t = [texts[i] for i in ok]
+        if self.mode == "pointwise":
+            return ok, "score", (sub_p, sub_t)
+        return ok, "compare", (sub_p, sub_t, [refs[i] for i in ok])  # type: ignore[index]
+
+    def _assemble(self, ok: list[int], got: list[Verdict], n: int) -> list[Verdict]:
+        if len(got) != len(ok):
+            raise ValueError(f"{type(self.judge).__name__} returned {len(got)} verdicts for {len(ok)} items")
+        verdicts: list[Verdict | None] = [None] * n
+        for i, v in zip(ok, got, strict=True):
+            verdicts[i] = v
         kind = "pointwise" if self.mode == "pointwise" else "pairwise"
         return [v if v is not None else Verdict(kind=kind, valid=False,
                                                 invalid_reason="the completion has no assistant text")
                 for v in verdicts]
+
+    def _judge(self, prompts: list[Any], texts: list[str | None], refs: list[str] | None) -> list[Verdict]:
+        ok, method, args = self._call(prompts, texts, refs)
+        got = getattr(self.judge, method)(*args) if ok else []
+        return self._assemble(ok, got, len(texts))
+
+    async def _ajudge(self, prompts: list[Any], texts: list[str | None], refs: list[str] | None) -> list[Verdict]:
+        """:meth:`_judge` through the judge's ``ascore`` / ``acompare`` (a duck-typed judge without them: its sync
+        method in a worker thread)."""
+        ok, method, args = self._call(prompts, texts, refs)
+        if not ok:
+            return self._assemble(ok, [], len(texts))
+        afn = getattr(self.judge, f"a{method}", None)
+        got = await afn(*args) if afn is not None else await asyncio.to_thread(getattr(self.judge, method), *args)
+        return self._assemble(ok, got, len(texts))
 
     def _rewards(self, verdicts: list[Verdict], kwargs: dict[str, Any]) -> list[float | None]:
         rewards = [_reward(v, self.mode) for v in verdicts]
@@ -194,14 +225,16 @@ class JudgeRewardFunc:
 class AsyncJudgeRewardFunc(JudgeRewardFunc):
     """The ``async def`` variant: TRL GRPO/RLOO ``asyncio.gather`` it with the other async reward functions.
 
-    The (blocking) judge runs in a worker thread via ``asyncio.to_thread``; ``log_metric``/``log_extra`` are called
-    back on the event-loop thread.
+    It awaits the judge's ``ascore`` / ``acompare``: native for LLM judges (the generator's ``agenerate``, e.g.
+    concurrent requests to an OpenAI-compatible server), a worker thread for sync judges (reward models, the gold
+    checker), so the event loop is never blocked. ``log_metric``/``log_extra`` are called back on the event-loop
+    thread.
     """
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],  # type: ignore[override]
                        completion_ids: Any = None, **kwargs: Any) -> list[float | None]:
         p, t, refs = self._inputs(prompts, completions, kwargs)
-        verdicts = await asyncio.to_thread(self._judge, p, t, refs)
+        verdicts = await self._ajudge(p, t, refs)
         return self._rewards(verdicts, kwargs)
 
 
@@ -219,7 +252,7 @@ def as_reward_func(
     judge: Any,
     *,
     name: str | None = None,
-    mode: Literal["pointwise", "pairwise"] = "pointwise",
+    mode: Literal["pointwise", "pairwise"] | None = None,
     async_: bool = False,
     reference_column: str = "reference",
     metric_prefix: str = "judge",
@@ -228,8 +261,10 @@ def as_reward_func(
 
     Args:
         judge: any loopwright Judge (``score`` for pointwise, ``compare`` for pairwise).
-        name: the function's ``__name__`` (TRL logs ``rewards/<name>/mean``); default ``judge.name``.
-        mode: ``"pointwise"`` -> reward = ``Verdict.score``; ``"pairwise"`` -> reward = the judge's preference for
+        name: the function's ``__name__`` (TRL logs ``rewards/<name>/mean``); default :func:`reward_name`, e.g.
+            ``pairwise_judge``.
+        mode: default: the judge's kind (``"pairwise"`` for a pairwise-only judge such as ``PairwiseJudge``, else
+            ``"pointwise"``). ``"pointwise"`` -> reward = ``Verdict.score``; ``"pairwise"`` -> reward = the judge's preference for
             the completion (as A) over the dataset column ``reference_column`` (as B): ``p_a`` when the judge gives
             one, else 1 / 0.5 / 0 for A / tie / B.
         async_: return the ``async def`` variant (GRPO/RLOO only; OnlineDPO calls reward functions synchronously).
@@ -254,7 +289,7 @@ class PairwiseRewardFunc:
                              "use a judge with compare()")
         self.judge = judge
         self.soft = soft
-        base = name or f"{getattr(judge, 'name', None) or type(judge).__name__}_pairwise"
+        base = name or f"{reward_name(judge)}_pairwise"
         self.__name__ = _sanitize(base)
         self.__qualname__ = self.__name__
         self.stats: dict[str, int] = {"calls": 0, "pairs": 0, "invalid_pairs": 0, "ties": 0}

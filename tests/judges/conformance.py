@@ -17,6 +17,7 @@ invalid-verdict contract, never whether a verdict is right.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 
@@ -160,6 +161,29 @@ def check_pairwise_swap_symmetry(judge: Judge) -> None:
             assert y.preference == mirror[x.preference], (x.preference, y.preference)
 
 
+def check_async_equals_sync(judge: Judge) -> None:
+    """``ascore`` / ``acompare`` give the Verdicts of ``score`` / ``compare`` (deterministic judges), and an empty
+    batch is an empty list on both paths."""
+    sampling = getattr(judge, "sampling", None)
+    if sampling is not None and not sampling.deterministic:
+        return
+
+    def same(a: list[Verdict], b: list[Verdict]) -> None:
+        assert [v.valid for v in a] == [v.valid for v in b]
+        for x, y in zip(a, b, strict=True):
+            assert x.kind == y.kind and x.preference == y.preference and x.invalid_reason == y.invalid_reason
+            assert (x.score is None) == (y.score is None)
+            if x.score is not None:
+                assert abs(x.score - y.score) < 1e-4, (x.score, y.score)
+
+    if "pointwise" in judge.kinds:
+        same(asyncio.run(judge.ascore(PROMPTS, GOOD)), judge.score(PROMPTS, GOOD))
+        assert asyncio.run(judge.ascore([], [])) == []
+    if "pairwise" in judge.kinds:
+        same(asyncio.run(judge.acompare(PROMPTS, GOOD, BAD)), judge.compare(PROMPTS, GOOD, BAD))
+        assert asyncio.run(judge.acompare([], [], [])) == []
+
+
 JUDGE_CONFORMANCE_CHECKS: list[Callable[[Judge], None]] = [
     check_declares_kinds,
     check_pointwise_shapes_and_provenance,
@@ -171,4 +195,5 @@ JUDGE_CONFORMANCE_CHECKS: list[Callable[[Judge], None]] = [
     check_pairwise_length_mismatch_raises,
     check_pairwise_both_order_protocol,
     check_pairwise_swap_symmetry,
+    check_async_equals_sync,
 ]

@@ -170,3 +170,17 @@ def test_factory_and_call():
     assert judge.both_orders is False
     v = judge("q", GOOD[0], "wrong")
     assert v.valid and v.preference == "A" and v.swap.reverse is None
+
+
+def test_as_reward_func_defaults_to_pairwise_with_a_short_name(tmp_path):
+    """Issue 17 item 1: the README's ``judge.as_reward_func()`` works for a PairwiseJudge (it compares each
+    completion with the dataset's ``reference`` column) and TRL's reward name carries no model path."""
+    gen = ScriptedGenerator(fair, model_id=str(tmp_path / "models" / "seed"))
+    fn = PairwiseJudge(gen).as_reward_func()
+    assert fn.mode == "pairwise" and fn.__name__ == "pairwise_judge"
+    assert PairwiseJudge(gen, name="arith judge").as_reward_func().__name__ == "arith_judge"
+    assert PairwiseJudge(gen).as_pairwise_reward_func().__name__ == "pairwise_judge_pairwise"
+    rewards = fn(["q", "q"], [GOOD[0], "wrong"], reference=["wrong", GOOD[0]])
+    assert rewards[0] > 0.5 > rewards[1]  # p_a from the verdict token (scripted logprobs), A = the completion
+    with pytest.raises(ValueError, match="reference"):
+        fn(["q"], [GOOD[0]])
