@@ -10,11 +10,14 @@ not redone. Each stage is also recorded in the run's manifest (timings, status) 
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
+
+log = logging.getLogger(__name__)
 
 
 def _merge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
@@ -69,11 +72,31 @@ def sqlite_checkpointer(path: str | Path) -> tuple[Any, Any]:
     return SqliteSaver(conn), conn
 
 
+def _remove_stale_scratch(run: Any) -> None:
+    """Sweep the run's stale scratch folders (every resume passes here; nothing writes the run yet) and record them.
+
+    A loop calls :func:`run_stages` once per iteration: the first call of a resume removes the leftovers, the later
+    ones find none (no stage ran in between with a scratch folder still open).
+    """
+    from .scratch import remove_stale_scratch
+
+    removed = remove_stale_scratch(run.path)
+    if not removed:
+        return
+    rel = [str(p.relative_to(run.path)) for p in removed]
+    log.info("resume of %s: removed %d stale scratch folder(s): %s", run.path, len(rel), ", ".join(rel))
+    if hasattr(run, "set_meta") and hasattr(run, "manifest"):
+        before = run.manifest.get("meta", {}).get("stale_scratch_removed", [])
+        run.set_meta("stale_scratch_removed", [*before, *rel])
+
+
 def run_stages(stages: Sequence[Stage], run: Any, *, resume: bool = False, thread_id: str = "main") -> StageState:
     """Run ``stages`` in order inside run directory ``run`` (a :class:`~loopwright.sdk.artifacts.RunDir`).
 
     With ``resume=True`` the graph continues from its last checkpoint instead of starting over; resuming a
-    finished run is a no-op that returns its final state.
+    finished run is a no-op that returns its final state. A resume first removes the scratch folders a killed
+    train stage left in the run (:func:`~loopwright.sdk.scratch.remove_stale_scratch`) and records them in the
+    manifest's ``meta.stale_scratch_removed``.
     """
     from langgraph.graph import END, START, StateGraph
 
@@ -88,6 +111,8 @@ def run_stages(stages: Sequence[Stage], run: Any, *, resume: bool = False, threa
         prev = stage.name
     graph.add_edge(prev, END)
 
+    if resume:
+        _remove_stale_scratch(run)
     saver, conn = sqlite_checkpointer(run.path / "checkpoints.sqlite")
     try:
         app = graph.compile(checkpointer=saver)
