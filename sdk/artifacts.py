@@ -136,6 +136,15 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return list(iter_jsonl(path))
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON document in ``path``; a malformed file raises naming the file and line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+
+
 # --------------------------------------------------------------------------------------------- environment
 
 

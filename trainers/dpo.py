@@ -1,7 +1,8 @@
 """DPO with TRL's ``DPOTrainer``, with the optional NLL term of the Self-Taught Evaluator release.
 
 Loss (spec/loops.md §0.2): ``L = -log σ(β[(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))])``
-with the reference model a frozen copy of ``base`` (TRL builds it from the same folder). ``nll_alpha`` adds
+with the reference model a frozen copy of ``base`` (TRL builds it from the same folder; with ``settings.lora``
+it is the base itself with the adapters disabled, so no copy is loaded). ``nll_alpha`` adds
 ``nll_alpha · NLL(y_w)`` (mean over the chosen completion's tokens): the Self-Taught Evaluator release trained
 with β = 0.1 and ``nll_scale`` = 1.5 (§4.6); RPO (Pang et al. 2024) is the same term. TRL removed
 ``DPOConfig.rpo_alpha``; in TRL 1.16 the term is ``loss_type=["sigmoid", "sft"]`` with
@@ -9,7 +10,7 @@ with β = 0.1 and ``nll_scale`` = 1.5 (§4.6); RPO (Pang et al. 2024) is the sam
 
 Rows are TRL preference rows ``{"prompt", "chosen", "rejected"}``, conversational (message lists, the chat
 template is applied by TRL) or plain strings; extra columns (provenance) are dropped before training.
-Defaults are CPU-safe (:data:`~loopwright.trainers.result.CPU_SAFE_DEFAULTS`); ``trl_config`` overrides any
+Device defaults come from :func:`~loopwright.trainers.result.device_defaults`; ``trl_config`` overrides any
 ``DPOConfig`` field untouched.
 """
 
@@ -22,9 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sdk.errors import ConfigError
+from .lora import LoRASettings
 from .result import TrainResult, run_trl
 
-__all__ = ["DPOSettings", "TrainResult", "dpo_train", "to_preference_row"]
+__all__ = ["DPOSettings", "LoRASettings", "TrainResult", "dpo_train", "to_preference_row"]
 
 DPO_BUILDER_VERSION = "1"
 
@@ -45,6 +47,8 @@ class DPOSettings(BaseModel):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     num_threads: int = Field(1, ge=1)
     seed: int = 0
+    lora: LoRASettings | None = None
+    """Train LoRA adapters instead of every weight (``trainers/lora.py``; saved merged unless ``merge=False``)."""
 
 
 def _as_messages(value: Any, role: str, where: str) -> Any:
@@ -94,6 +98,8 @@ def dpo_train(
         trl_config: ``DPOConfig`` fields that override ours, passed through untouched. Setting ``loss_type`` or
             ``loss_weights`` there together with ``settings.nll_alpha`` is a conflict and raises.
         run: an optional :class:`~loopwright.sdk.artifacts.RunDir` that records this training.
+
+    With ``settings.lora`` only LoRA adapters train and the reference is the base with adapters disabled.
     """
     import torch
     from transformers import AutoModelForCausalLM

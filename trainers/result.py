@@ -1,17 +1,21 @@
-"""What every TRL trainer wrapper returns and writes: :class:`TrainResult`, the manifest, CPU-safe TRL defaults.
+"""What every TRL trainer wrapper returns and writes: :class:`TrainResult`, the manifest, device-aware TRL defaults.
 
 The wrappers (:func:`~loopwright.trainers.sft.sft_train`, :func:`~loopwright.trainers.dpo.dpo_train`,
 :func:`~loopwright.trainers.reward.reward_train`) share one procedure, :func:`run_trl`:
 
-1. build the TRL config from our settings plus :data:`CPU_SAFE_DEFAULTS` (spec/environment.md §2: TRL configs
+1. build the TRL config from our settings plus :func:`device_defaults` (spec/environment.md §2: TRL configs
    default to ``bf16=True``, which raises without a GPU; ``save_strategy="steps"`` writes checkpoints;
-   ``report_to`` logs to whatever tracker is installed), then apply the caller's ``trl_config`` dict on top,
-   untouched (every key must be a field of the TRL config class; an unknown key raises naming it);
+   ``report_to`` logs to whatever tracker is installed; so without CUDA: CPU and fp32, with CUDA: the GPU and
+   bf16 mixed precision, fp16 where the GPU lacks bf16), then apply the caller's ``trl_config`` dict on top,
+   untouched (every key must be a field of the TRL config class; an unknown key raises naming it); with
+   ``settings.lora`` the trainer also gets a peft ``LoraConfig`` (``trainers/lora.py``);
 2. train with torch's CPU threads set to ``num_threads`` (1 by default: on a shared 2-core machine two OpenMP
    threads were ~10x slower whenever another process held a core; see ``SandboxConfig.num_threads``);
-3. save model + tokenizer + ``loopwright_manifest.json`` (kind, settings, the TRL config as passed, data
-   fingerprint and row count, package versions, metrics, log history, timings) into a temporary sibling of the
-   output folder and rename it into place, so the output folder is either absent/old or complete;
+3. save model + tokenizer + ``loopwright_manifest.json`` (kind, settings, the TRL config as passed, the device,
+   parameter dtype and mixed precision the run actually used, data fingerprint and row count, package versions,
+   metrics, log history, timings; with LoRA whether the folder is the merged model or the adapter) into a
+   temporary sibling of the output folder and rename it into place, so the output folder is either absent/old
+   or complete;
 4. with ``run=RunDir``, a relative output path lands inside the run directory and the run's manifest records
    the training under ``meta["train:<path>"]``.
 """
@@ -32,18 +36,45 @@ from pydantic import BaseModel, ConfigDict
 
 from ..sdk.errors import ConfigError
 from ..sdk.types import stable_hash
-from .cache import build_atomically, versions
+from .cache import versions
+from .distributed import build_once, is_main_process, save_trained
 
-__all__ = ["CPU_SAFE_DEFAULTS", "MANIFEST", "TrainResult", "data_fingerprint", "read_train_manifest", "run_trl"]
+__all__ = ["CPU_SAFE_DEFAULTS", "MANIFEST", "TRL_DEFAULTS", "TrainResult", "data_fingerprint", "device_defaults",
+           "read_train_manifest", "run_trl"]
 
 MANIFEST = "loopwright_manifest.json"
 """The manifest file written into every trained model folder (same name as the sandbox models')."""
 
-CPU_SAFE_DEFAULTS: dict[str, Any] = {
-    "use_cpu": True, "bf16": False, "fp16": False, "report_to": "none", "save_strategy": "no",
-    "gradient_checkpointing": False, "dataloader_num_workers": 0,
+TRL_DEFAULTS: dict[str, Any] = {
+    "report_to": "none", "save_strategy": "no", "gradient_checkpointing": False, "dataloader_num_workers": 0,
 }
-"""TRL/transformers config values every wrapper sets unless ``trl_config`` overrides them (fp32 on the CPU)."""
+"""Device-independent TRL/transformers config values every wrapper sets unless ``trl_config`` overrides them."""
+
+CPU_SAFE_DEFAULTS: dict[str, Any] = {"use_cpu": True, "bf16": False, "fp16": False, **TRL_DEFAULTS}
+""":func:`device_defaults` on a machine without CUDA: train on the CPU in fp32."""
+
+
+def device_defaults() -> dict[str, Any]:
+    """The TRL config defaults for this machine: :data:`CPU_SAFE_DEFAULTS` without CUDA; with CUDA the GPU
+    (``use_cpu=False``) and mixed precision, ``bf16=True`` where ``torch.cuda.is_bf16_supported()`` (Ampere and
+    later) else ``fp16=True``. ``trl_config`` overrides any of them."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return dict(CPU_SAFE_DEFAULTS)
+    bf16 = bool(torch.cuda.is_bf16_supported())
+    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16, **TRL_DEFAULTS}
+
+
+def _runtime(trainer: Any) -> dict[str, Any]:
+    """Device, parameter dtype (the one most parameters have; all of them by count) and mixed precision of a run."""
+    counts: dict[str, int] = {}
+    for p in trainer.model.parameters():
+        key = str(p.dtype).removeprefix("torch.")
+        counts[key] = counts.get(key, 0) + p.numel()
+    args = trainer.args
+    return {"device": args.device.type, "dtype": max(counts, key=counts.__getitem__) if counts else None,
+            "param_dtypes": counts, "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no"}
 
 
 class TrainResult(BaseModel):
@@ -143,12 +174,15 @@ def run_trl(
     run: Any = None,
     progress: bool = False,
     builder_version: str = "1",
+    task_type: str = "CAUSAL_LM",
 ) -> TrainResult:
     """Train ``trainer_cls(model, args=config_cls(...), train_dataset=rows, processing_class=tokenizer)`` and save.
 
-    ``config_kwargs`` are our settings as config fields; :data:`CPU_SAFE_DEFAULTS` go under them and
+    ``config_kwargs`` are our settings as config fields; :func:`device_defaults` go under them and
     ``trl_config`` over them. ``load_model(base)`` returns the model object to train (``None``: TRL loads
-    ``base`` itself, e.g. RewardTrainer's sequence-classification head). See the module docstring.
+    ``base`` itself, e.g. RewardTrainer's sequence-classification head). ``settings.lora`` (a
+    :class:`~loopwright.trainers.lora.LoRASettings` or ``None``) trains adapters of peft ``task_type``
+    (``CAUSAL_LM`` or ``SEQ_CLS``) instead of the full model. See the module docstring.
     """
     import datasets
     import torch
@@ -157,6 +191,7 @@ def run_trl(
     from transformers.trainer_callback import PrinterCallback
 
     overrides = _check_overrides(config_cls, trl_config)
+    lora = getattr(settings, "lora", None)
     if not rows:
         raise ValueError(f"{kind} training needs at least one row; got none (nothing to train on)")
     out = _resolve_out(out, run)
@@ -165,13 +200,14 @@ def run_trl(
     if num_threads:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{kind}-trainer-", dir=out.parent))
     passed: dict[str, Any] = {}
     state: dict[str, Any] = {}
 
     def build(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(base))
-        kwargs = {**CPU_SAFE_DEFAULTS, "output_dir": str(scratch), "seed": seed, "data_seed": seed,
+        kwargs = {**device_defaults(), "output_dir": str(scratch), "seed": seed, "data_seed": seed,
                   "disable_tqdm": not progress, **config_kwargs, **overrides}
         passed.update(kwargs)
         args = config_cls(**kwargs)
@@ -179,9 +215,14 @@ def run_trl(
         bars_were_off = datasets.are_progress_bars_disabled()
         if not progress:
             datasets.disable_progress_bars()
+        extra: dict[str, Any] = {}
+        if lora is not None:
+            from .lora import lora_config
+
+            extra["peft_config"] = lora_config(lora, task_type)
         try:
             trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(list(rows)),
-                                  processing_class=tok)
+                                  processing_class=tok, **extra)
         finally:
             if not bars_were_off:
                 datasets.enable_progress_bars()
@@ -190,8 +231,14 @@ def run_trl(
         state["t_init"] = time.perf_counter() - t0
         result = trainer.train()
         state["t_train"] = time.perf_counter() - t0 - state["t_init"]
-        trainer.model.save_pretrained(tmp)
-        (trainer.processing_class or tok).save_pretrained(tmp)
+        runtime = _runtime(trainer)
+        if lora is None:
+            save_trained(trainer, tok, tmp)  # rank-aware under accelerate launch (trainers/distributed.py)
+            lora_info = None
+        else:
+            from .lora import save_lora
+
+            lora_info = save_lora(trainer, tok, tmp, lora, base, task_type)  # rank-aware as well
         history = [dict(h) for h in trainer.state.log_history]
         metrics = {
             "train_loss": result.training_loss,
@@ -206,7 +253,7 @@ def run_trl(
         state["metrics"] = metrics
         manifest = {
             "kind": kind, "builder_version": builder_version, "base": str(base),
-            "settings": settings.model_dump(mode="json"),
+            "settings": settings.model_dump(mode="json"), **runtime, "lora": lora_info,
             "trl_config": {k: v for k, v in passed.items() if k != "output_dir"},
             "trl_config_overrides": overrides, "data_fingerprint": data_fingerprint(rows), "n_rows": len(rows),
             "versions": versions(), "metrics": metrics, "log_history": history,
@@ -219,12 +266,12 @@ def run_trl(
             os.fsync(fh.fileno())
 
     try:
-        build_atomically(out, build)
+        build_once(out, build)  # single process: build_atomically; multi-process: rank 0 renames, all wait
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         torch.set_num_threads(threads_before)
     res = TrainResult(kind=kind, model_dir=out, metrics=state["metrics"], manifest_path=out / MANIFEST)
-    if run is not None:
+    if run is not None and is_main_process():
         key = f"train:{run._relative(out)}"
         run.set_meta(key, {"kind": kind, "model_dir": str(out), "manifest": str(out / MANIFEST),
                            "metrics": {k: v for k, v in res.metrics.items() if k != "loss_history"}})

@@ -4,9 +4,10 @@
   RunDir) and its keyword-argument form :func:`train_reward_model` (-> the output folder) -- a Bradley-Terry reward model (``AutoModelForSequenceClassification``,
   ``num_labels=1``) trained from a causal-LM folder on conversational ``prompt/chosen/rejected`` rows, saved as
   exactly the artifact TRL writes (``loopwright.judges.RewardModelJudge`` and TRL's own ``reward_funcs=<path>``
-  load the same folder). CPU settings from spec/environment.md §2: ``use_cpu=True``, ``bf16=False``,
-  ``report_to="none"``, ``save_strategy="no"``; ``config.pad_token_id`` is set by the trainer (the
-  sequence-classification head reads the reward at the last non-pad token).
+  load the same folder). Device settings from :func:`~loopwright.trainers.result.device_defaults` (without CUDA
+  spec/environment.md §2's ``use_cpu=True``, ``bf16=False``), ``report_to="none"``, ``save_strategy="no"``;
+  ``config.pad_token_id`` is set by the trainer (the sequence-classification head reads the reward at the last
+  non-pad token). ``settings.lora`` trains LoRA adapters plus the new head (peft ``SEQ_CLS``).
 - :func:`miniarith_preference_pairs` -- correct vs incorrect solutions of the same MiniArith problem:
   chosen = the gold GSM8K-style CoT, rejected = a corrupted CoT (:data:`COT_CORRUPTIONS`).
 - :func:`ensure_miniarith_reward_model` -- the sandbox reward model (seed model + RewardTrainer on those pairs),
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..sdk.tasks.miniarith import MiniArithConfig, MiniArithProblem, apply_op, generate_problems
 from ..sdk.types import stable_hash
 from .cache import build_atomically, locked, versions
+from .lora import LoRASettings
 from .result import TrainResult, run_trl
 from .sandbox.seed import (
     MANIFEST,
@@ -36,6 +38,7 @@ from .sandbox.seed import (
 
 __all__ = [
     "COT_CORRUPTIONS",
+    "LoRASettings",
     "RewardModelConfig",
     "RewardSettings",
     "TrainResult",
@@ -163,6 +166,8 @@ class RewardSettings(BaseModel):
     num_threads: int | None = Field(1, ge=1)
     """Torch CPU threads while training (``None`` leaves them alone)."""
     seed: int = 0
+    lora: LoRASettings | None = None
+    """Train LoRA adapters instead of every weight (``trainers/lora.py``; saved merged unless ``merge=False``)."""
 
 
 def reward_train(
@@ -180,7 +185,8 @@ def reward_train(
     ``pairs`` are ``{"prompt", "chosen", "rejected"}`` rows (conversational or plain; extra columns are dropped).
     The sequence-classification head (``num_labels=1``) is new; the trunk starts from ``base``. Saves model,
     tokenizer and ``loopwright_manifest.json`` into ``out`` atomically. ``trl_config`` holds ``RewardConfig``
-    fields that override ours, untouched; ``run`` an optional RunDir.
+    fields that override ours, untouched; ``run`` an optional RunDir. With ``settings.lora`` only the adapters
+    and the head train (peft ``SEQ_CLS``); the merged folder is the same kind of artifact as a full run's.
     """
     import torch
     from trl import RewardConfig, RewardTrainer
@@ -201,6 +207,7 @@ def reward_train(
         kind="reward", base=base, rows=rows, out=out, settings=s, config_cls=RewardConfig,
         trainer_cls=RewardTrainer, config_kwargs=kwargs, trl_config=trl_config, load_model=None,
         num_threads=s.num_threads, seed=s.seed, run=run, progress=progress, builder_version=REWARD_BUILDER_VERSION,
+        task_type="SEQ_CLS",
     )
 
 

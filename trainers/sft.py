@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..sdk.types import stable_hash
 from .cache import build_atomically, locked
+from .lora import LoRASettings
 from .result import MANIFEST, TrainResult, run_trl
 
-__all__ = ["SFTSettings", "TrainResult", "ensure_sft_model", "sft_train", "to_messages"]
+__all__ = ["LoRASettings", "SFTSettings", "TrainResult", "ensure_sft_model", "sft_train", "to_messages"]
 
 SFT_BUILDER_VERSION = "1"
 
@@ -44,6 +45,8 @@ class SFTSettings(BaseModel):
     num_threads: int = Field(1, ge=1)
     """Torch CPU threads while training (not part of the cache key; 1 is fastest on the shared 2-core machine)."""
     seed: int = 0
+    lora: LoRASettings | None = None
+    """Train LoRA adapters instead of every weight (``trainers/lora.py``; saved merged unless ``merge=False``)."""
 
 
 def to_messages(row: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
@@ -80,6 +83,8 @@ def sft_train(base: str | Path, rows: Iterable[Any], out: str | Path, settings: 
     :class:`~loopwright.sdk.artifacts.RunDir` (relative ``out`` paths land inside it). Returns a
     :class:`~loopwright.trainers.result.TrainResult` whose metrics hold the timings and the loss history (also
     in ``out/loopwright_manifest.json``); ``result["train_loss"]`` etc. still work as with the old dict.
+    With ``settings.lora`` only LoRA adapters train (``out`` is the merged model, or the adapter folder when
+    ``lora.merge=False``).
     """
     import torch
     from transformers import AutoModelForCausalLM

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from loopwright.sdk.artifacts import RunDir
 from loopwright.sdk.errors import ConfigError
-from loopwright.trainers.result import CPU_SAFE_DEFAULTS, TrainResult, read_train_manifest
+from loopwright.trainers.result import TrainResult, device_defaults, read_train_manifest
 from loopwright.trainers.reward import RewardSettings, miniarith_preference_pairs, reward_train
 from loopwright.trainers.sft import SFTSettings, sft_train
 
@@ -31,7 +31,7 @@ def test_sft_train_returns_trainresult_honours_trl_config_and_records_in_run(tin
     m = read_train_manifest(res.model_dir)
     assert m["trl_config"]["lr_scheduler_type"] == "constant" and m["trl_config"]["logging_steps"] == 1
     assert m["trl_config"]["assistant_only_loss"] is True
-    for k, v in CPU_SAFE_DEFAULTS.items():
+    for k, v in device_defaults().items():
         assert m["trl_config"][k] == v
     assert len(res["loss_history"]) == 3 and res["train_loss"] == res.metrics["train_loss"]
     # a constant schedule: every logged learning rate is the same
