@@ -12,6 +12,7 @@ on a rare near-tie, a token. Sampled tokens matched in every test so far.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import BackendError, ConfigError
 from .generator import Generator, run_sync
-from .types import Completion, Prompt, SamplingParams, normalize_prompt
+from .judge import Judge
+from .types import Completion, Prompt, SamplingParams, Verdict, normalize_prompt
 
 
 def _check_positive(**kwargs: int) -> None:
@@ -87,6 +89,12 @@ class LocalExecutor:
                 out.extend(_check_result(self.generator.generate(batch, params), len(batch), who))
                 bar.update(len(batch))
         return out
+
+    def judge(self, judge: Judge | Callable[[], Judge], batch_size: int | None = None) -> Judge:
+        """The judge that stages run next to this executor: ``judge`` itself (a factory is called here).
+        ``batch_size`` is accepted for symmetry with :meth:`RayExecutor.judge`; local calls keep the caller's
+        batches."""
+        return _build_judge(judge)
 
     async def arun(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[list[Completion]]:
         """Async ``run``: up to ``max_concurrency`` batches in flight through ``agenerate``."""
@@ -267,6 +275,23 @@ class RayExecutor:
             raise BackendError(f"Ray Data returned no result for prompts {missing[:10]} (of {len(missing)} missing)")
         return [r for r in out if r is not None]
 
+    def judge(self, judge: Judge | Callable[[], Judge], batch_size: int | None = None) -> Judge:
+        """A :class:`RayJudge` over ``num_actors`` actors with this executor's resources and Ray settings.
+
+        ``judge`` is a picklable zero-argument factory (``functools.partial(RewardModelJudge, path)``), built
+        inside each actor as the generation actors build the generator; a :class:`RayJudge` is returned as is.
+        A Judge *instance* cannot be shipped (it holds a loaded model): pass its factory instead.
+        """
+        if isinstance(judge, RayJudge):
+            return judge
+        if isinstance(judge, Judge):
+            raise TypeError(f"RayExecutor.judge takes a zero-argument factory that builds the judge inside each actor, "
+                            f"e.g. functools.partial({type(judge).__name__}, model_dir); got a built "
+                            f"{type(judge).__name__}")
+        return RayJudge(judge, num_actors=self.num_actors, batch_size=batch_size or self.batch_size,
+                        num_cpus_per_actor=self.num_cpus_per_actor, num_gpus_per_actor=self.num_gpus_per_actor,
+                        ray_init_kwargs=self.ray_init_kwargs)
+
     def shutdown(self) -> None:
         """Shut Ray down if this executor started it (a Ray someone else started is left running)."""
         if self._started_ray:
@@ -278,3 +303,243 @@ class RayExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+# --------------------------------------------------------------------------------------------- judges on Ray
+
+
+def _build_judge(judge: Judge | Callable[[], Judge]) -> Judge:
+    if isinstance(judge, Judge):
+        return judge
+    if not callable(judge):
+        raise TypeError(f"expected a loopwright Judge or a zero-argument factory that builds one, got {judge!r:.80}")
+    built = judge()
+    if not isinstance(built, Judge):
+        raise TypeError(f"the judge factory built a {type(built).__name__}, not a loopwright Judge")
+    return built
+
+
+def llm_judge_factory(judge_cls: Callable[..., Judge], generator_factory: Callable[[], Generator], *args: Any,
+                      **kwargs: Any) -> Callable[[], Judge]:
+    """A picklable factory for an LLM judge, built inside each actor as ``judge_cls(generator_factory(), *args,
+    **kwargs)``, e.g. ``llm_judge_factory(PairwiseJudge, functools.partial(VLLMGenerator, path))``: the judge's
+    generator is loaded in the actor, never shipped."""
+    return functools.partial(_build_llm_judge, judge_cls, generator_factory, args, kwargs)
+
+
+def _build_llm_judge(judge_cls: Callable[..., Judge], generator_factory: Callable[[], Generator], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Judge:
+    return judge_cls(generator_factory(), *args, **kwargs)
+
+
+def judge_for(executor: Any, judge: Judge | Callable[[], Judge], batch_size: int | None = None
+              ) -> tuple[Judge, bool]:
+    """``(judge to call, whether the caller owns it)`` for a stage that got an executor and a judge or factory.
+
+    A built Judge is used as given (in this process, or in its own actors if it is a :class:`RayJudge`). A
+    factory goes to ``executor.judge``: a :class:`RayExecutor` runs it in actors with ``batch_size`` items per
+    actor call (stages pass the batch size of their local judge calls, so both runs judge the same batches), a
+    :class:`LocalExecutor` builds it here. The caller shuts an owned :class:`RayJudge` down when done, so its
+    actors free their CPUs for the next stage's generation actors.
+    """
+    if isinstance(judge, Judge):
+        return judge, False
+    maker = getattr(executor, "judge", None)
+    built = maker(judge, batch_size=batch_size) if callable(maker) else _build_judge(judge)
+    return built, True
+
+
+def release_judge(judge: Judge, owned: bool) -> None:
+    """Stop an owned :class:`RayJudge`'s actors (no-op for anything else)."""
+    if owned and isinstance(judge, RayJudge):
+        judge.shutdown()
+
+
+class _JudgeWorker:
+    """Ray actor: builds the Judge once from its factory, then runs ``score``/``compare``/``rank`` on JSON batches.
+
+    Inputs and Verdicts cross process boundaries as JSON (no pickled user objects in the data path; only the
+    factory is pickled, once per actor), as in :class:`_GeneratorActor`.
+    """
+
+    def __init__(self, judge_factory: Callable[[], Judge], num_threads: int | None):
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        self.judge = _build_judge(judge_factory)
+        self.calls = self.items = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"pid": os.getpid(), "calls": self.calls, "items": self.items}
+
+    def info(self) -> str:
+        j = self.judge
+        return json.dumps({"name": j.name, "kinds": sorted(j.kinds), "both_orders": getattr(j, "both_orders", None),
+                           "type": type(j).__name__})
+
+    def call(self, method: str, args_json: str) -> str:
+        args = json.loads(args_json)
+        verdicts = getattr(self.judge, method)(*args)
+        n = len(args[0])
+        self.calls += 1
+        self.items += n
+        if len(verdicts) != n or not all(isinstance(v, Verdict) for v in verdicts):
+            raise BackendError(f"{type(self.judge).__name__}.{method} returned {len(verdicts)} items for {n} inputs; "
+                               "a Judge must return one Verdict per item")
+        return json.dumps([v.model_dump(mode="json") for v in verdicts])
+
+
+class RayJudge(Judge):
+    """A Judge whose ``score`` / ``compare`` / ``rank`` run in ``num_actors`` Ray actors, each holding its own judge.
+
+    ``judge_factory`` is a picklable zero-argument callable run inside each actor (a reward model or an LLM judge
+    with its generator is loaded per actor, never shipped). A call is cut into consecutive batches of
+    ``batch_size`` items, spread over the actors with ``ray.util.ActorPool`` and put back in input order, so the
+    Verdicts equal the wrapped judge's own (up to float rounding from a different torch thread count; see the
+    module docstring). The actors start on first use (reading ``name`` / ``kinds`` starts them too) and stay up,
+    each holding ``num_cpus_per_actor`` CPUs and ``num_gpus_per_actor`` GPUs, until :meth:`shutdown` or the end
+    of a ``with`` block: stop them before the next generation stage needs those CPUs. Stages that build a
+    RayJudge themselves (:func:`judge_for`) stop it when they finish.
+    """
+
+    def __init__(
+        self,
+        judge_factory: Callable[[], Judge],
+        *,
+        num_actors: int = 1,
+        batch_size: int = 32,
+        num_cpus_per_actor: float = 1,
+        num_gpus_per_actor: float = 0,
+        ray_init_kwargs: dict[str, Any] | None = None,
+    ):
+        if isinstance(judge_factory, Judge) or not callable(judge_factory):
+            raise TypeError("RayJudge takes a zero-argument factory that builds the Judge inside each actor, e.g. "
+                            f"functools.partial(RewardModelJudge, model_dir); got {judge_factory!r:.80}")
+        _check_positive(batch_size=batch_size, num_actors=num_actors)
+        if num_cpus_per_actor < 0 or num_gpus_per_actor < 0:
+            raise ConfigError(
+                f"num_cpus_per_actor / num_gpus_per_actor must be >= 0, got {num_cpus_per_actor} / {num_gpus_per_actor}"
+            )
+        self.judge_factory = judge_factory
+        self.num_actors = num_actors
+        self.batch_size = batch_size
+        self.num_cpus_per_actor = num_cpus_per_actor
+        self.num_gpus_per_actor = num_gpus_per_actor
+        self.ray_init_kwargs = dict(ray_init_kwargs or {})
+        self._actors: list[Any] = []
+        self._info: dict[str, Any] = {}
+        self._started_ray = False
+
+    # -- lifecycle
+
+    def start(self) -> RayJudge:
+        """Start the actors (Ray too, via :func:`init_ray`, unless running) and read the judge's name and kinds."""
+        if self._actors:
+            return self
+        self._started_ray = init_ray(self.ray_init_kwargs) or self._started_ray
+        import ray
+
+        threads = max(1, int(self.num_cpus_per_actor)) if self.num_cpus_per_actor else 1
+        cls = ray.remote(_JudgeWorker).options(num_cpus=self.num_cpus_per_actor, num_gpus=self.num_gpus_per_actor)
+        self._actors = [cls.remote(self.judge_factory, threads) for _ in range(self.num_actors)]
+        infos = {json.dumps(json.loads(x), sort_keys=True) for x in ray.get([a.info.remote() for a in self._actors])}
+        if len(infos) != 1:
+            self.shutdown()
+            raise ConfigError(f"judge_factory built different judges in different actors: {sorted(infos)}; "
+                              "make it deterministic")
+        self._info = json.loads(infos.pop())
+        return self
+
+    def shutdown(self) -> None:
+        """Kill the actors (and Ray, if this judge started it)."""
+        if self._actors:
+            import ray
+
+            for a in self._actors:
+                ray.kill(a)
+            self._actors = []
+        if self._started_ray:
+            shutdown_ray()
+            self._started_ray = False
+
+    def __enter__(self) -> RayJudge:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def actor_stats(self) -> list[dict[str, int]]:
+        """Per actor: its process id and how many calls / items it has judged (load balance, and proof of where the
+        judging ran)."""
+        import ray
+
+        return list(ray.get([a.stats.remote() for a in self._actors]))
+
+    # -- what the wrapped judge is
+
+    @property  # type: ignore[override]
+    def name(self) -> str:  # noqa: D102
+        return str(self.start()._info["name"])
+
+    @property  # type: ignore[override]
+    def kinds(self) -> frozenset[str]:  # noqa: D102
+        return frozenset(self.start()._info["kinds"])
+
+    @property
+    def both_orders(self) -> bool:
+        """The wrapped judge's ``both_orders`` (True when it has none), which judge evaluation reads."""
+        value = self.start()._info.get("both_orders")
+        return True if value is None else bool(value)
+
+    # -- the Judge interface
+
+    def _map(self, method: str, kind: str, columns: list[list[Any]]) -> list[Verdict]:
+        n = len(columns[0])
+        if any(len(c) != n for c in columns):
+            raise ValueError(f"{method}: inputs of different lengths {[len(c) for c in columns]}")
+        if n == 0:
+            return []
+        self.start()
+        if kind not in self._info["kinds"]:
+            raise TypeError(f"{self._info['type']} is not a {kind} judge (kinds={self._info['kinds']})")
+        from ray.util import ActorPool
+
+        batches = _batches(n, self.batch_size)
+        payloads = [json.dumps([c[r.start : r.stop] for c in columns], ensure_ascii=False) for r in batches]
+        pool = ActorPool(self._actors)
+        out: list[Verdict] = []
+        for part in pool.map(lambda actor, p: actor.call.remote(method, p), payloads):
+            out.extend(Verdict.model_validate(v) for v in json.loads(part))
+        if len(out) != n:
+            raise BackendError(f"Ray judge actors returned {len(out)} verdicts for {n} items")
+        return out
+
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
+        """Pointwise, in the actors: one Verdict per (prompt, response)."""
+        return self._map("score", "pointwise", [_wire_prompts(prompts), list(responses)])
+
+    def compare(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[Verdict]:
+        """Pairwise, in the actors: one Verdict per (prompt, a, b)."""
+        return self._map("compare", "pairwise", [_wire_prompts(prompts), list(responses_a), list(responses_b)])
+
+    def rank(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> list[Verdict]:
+        """Ranking, in the actors: one Verdict per prompt."""
+        return self._map("rank", "rank", [_wire_prompts(prompts), [list(r) for r in responses]])
+
+
+def _wire_prompts(prompts: Sequence[Prompt]) -> list[Any]:
+    """Prompts as JSON values for the actors. A malformed prompt that is still JSON goes as is, so the judge in the
+    actor turns it into the same invalid Verdict as a local judge would; anything else raises naming it."""
+    out: list[Any] = []
+    for p in prompts:
+        try:
+            out.append(normalize_prompt(p))
+        except (TypeError, ValueError):
+            try:
+                json.dumps(p)
+            except (TypeError, ValueError):
+                raise TypeError(f"prompt {p!r:.80} is neither a string, a chat nor JSON; a RayJudge sends prompts to "
+                                "its actors as JSON") from None
+            out.append(p)
+    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...sdk.artifacts import RunDir, read_jsonl, write_json, write_jsonl
 from ...sdk.errors import BackendError
-from ...sdk.executors import Executor, LocalExecutor
+from ...sdk.executors import Executor, LocalExecutor, RayJudge, judge_for, release_judge
 from ...sdk.generator import Generator
 from ...sdk.judge import Judge
 from ...sdk.report import append_iteration
@@ -130,6 +130,8 @@ def _judge_rewards(judge: Judge, flat_p: list[Any], flat_r: list[str], batch: in
     """``judge.score`` in batches -> (reward or None, invalid reason or None) per response."""
     rewards: list[float | None] = []
     reasons: list[str | None] = []
+    if isinstance(judge, RayJudge):  # one call: the actors take consecutive batches of judge.batch_size from it
+        batch = max(batch, len(flat_r))
     for s in range(0, len(flat_r), batch):
         part = judge.score(flat_p[s:s + batch], flat_r[s:s + batch])
         if len(part) != len(flat_r[s:s + batch]):
@@ -224,6 +226,13 @@ class RIPResult:
                            rejected_length=s["rejected_length"], reward_gap=s["reward_gap"])
             out.append(row)
         return out
+
+    def to_dataset(self, provenance: bool = False) -> Any:
+        """The kept pairs as a ``datasets.Dataset`` for TRL's ``DPOTrainer`` (conversational prompt/chosen/rejected;
+        ``provenance=True`` adds the id, rewards, length and gap columns)."""
+        from ...sdk.trl_data import to_dataset
+
+        return to_dataset(self.dpo_rows(provenance=provenance), "preference", keep_extra=provenance)
 
     def rejected_rows(self) -> list[dict[str, Any]]:
         """Every dropped prompt with its reason and scores (bad input first, then filtered prompts)."""
@@ -348,7 +357,7 @@ def rip_stages(
 def run_rip(
     prompts: Sequence[Any],
     executor: Executor | Generator,
-    judge: Judge,
+    judge: Judge | Callable[[], Judge],
     config: RIPConfig | None = None,
     *,
     ids: Sequence[Any] | None = None,
@@ -356,14 +365,20 @@ def run_rip(
     rip_filter: RIPFilter | None = None,
 ) -> RIPResult:
     """Run RIP over ``prompts`` (strings or chats). ``ids`` / ``meta`` (optional, one per prompt) are carried into
-    every output row. A bare Generator is wrapped in a :class:`LocalExecutor`."""
+    every output row. A bare Generator is wrapped in a :class:`LocalExecutor`.
+
+    ``judge`` is a Judge (scored in this process, or in its own actors if it is a
+    :class:`~loopwright.sdk.executors.RayJudge`) or a picklable zero-argument factory: with a ``RayExecutor`` the
+    factory is built in ``executor.num_actors`` Ray actors (``executor.judge``), which score every response and are
+    stopped when RIP finishes; with a ``LocalExecutor`` it is built here."""
     config = config or RIPConfig()
     if isinstance(executor, Generator):
         executor = LocalExecutor(executor, progress=False)
     if not hasattr(executor, "run"):
         raise TypeError(f"executor must be a LocalExecutor/RayExecutor or a Generator, got {type(executor).__name__}")
-    if not hasattr(judge, "score"):
-        raise TypeError(f"judge must be a loopwright Judge with a pointwise score(), got {type(judge).__name__}")
+    if not (hasattr(judge, "score") or callable(judge)):
+        raise TypeError(f"judge must be a loopwright Judge with a pointwise score() or a zero-argument factory of "
+                        f"one, got {type(judge).__name__}")
     prompts = list(prompts)
     ids = list(ids) if ids is not None else list(range(len(prompts)))
     meta = list(meta) if meta is not None else [{} for _ in prompts]
@@ -378,7 +393,13 @@ def run_rip(
         else:
             valid.append((i, norm, pid, m))
     t0 = time.perf_counter()
-    scored = sample_and_score([v[1] for v in valid], executor, judge, config) if valid else []
+    scored = []
+    if valid:
+        built, owned = judge_for(executor, judge, batch_size=config.judge_batch_size)
+        try:
+            scored = sample_and_score([v[1] for v in valid], executor, built, config)
+        finally:
+            release_judge(built, owned)
     t1 = time.perf_counter()
     records = [{"id": pid, "prompt": norm, "meta": m, **rec} for (_, norm, pid, m), rec in zip(valid, scored,
                                                                                                 strict=True)]

@@ -15,28 +15,32 @@ Bad input never crashes the run: a non-text, empty or over-long document is reje
 
 from __future__ import annotations
 
+import functools
 import random
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...sdk.artifacts import RunDir, write_json, write_jsonl
 from ...sdk.errors import BackendError
-from ...sdk.executors import Executor, LocalExecutor
+from ...sdk.executors import Executor, LocalExecutor, judge_for, release_judge
 from ...sdk.filter import Filter
 from ...sdk.generator import Generator
-from ...sdk.types import Decision, SamplingParams
+from ...sdk.judge import Judge
+from ...sdk.types import Decision, Prompt, SamplingParams, Verdict
 from .classifier import QualityClassifier, balanced_training_set, make_classifier
 from .extract import PARSER_VERSION, extract_rewrite
 from .prompt import build_rewrite_prompt
 from .select import recycled_fraction, spearman, top_percent
 
 __all__ = [
+    "ClassifierJudge",
     "RewireConfig",
     "RewireFilter",
     "RewireResult",
@@ -130,24 +134,68 @@ def rewrite_documents(
     return records
 
 
+class ClassifierJudge(Judge):
+    """A fitted :class:`QualityClassifier` as a pointwise Judge (score = P(high quality) of the response; the prompt
+    is ignored), so REWIRE's scoring can run wherever judges run, e.g. in Ray actors (:meth:`factory`)."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"pointwise"})
+
+    def __init__(self, classifier: QualityClassifier):
+        self.classifier = classifier
+        self.name = f"quality_classifier:{classifier.kind}"
+
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
+        values = self.classifier.score(list(responses)) if responses else []
+        return [Verdict(kind="pointwise", score=float(v), valid=True) for v in values]
+
+    @staticmethod
+    def factory(classifier: QualityClassifier) -> functools.partial[ClassifierJudge]:
+        """A picklable factory that rebuilds ``classifier`` from its saved bytes (its own ``save`` / ``load``, no
+        pickle of the model object, so fastText models travel too) and wraps it in a ClassifierJudge."""
+        with tempfile.TemporaryDirectory() as d:
+            path = classifier.save(Path(d) / "classifier.bin")
+            blob = Path(path).read_bytes()
+        return functools.partial(_classifier_judge_from_bytes, type(classifier), blob)
+
+
+def _classifier_judge_from_bytes(cls: type, blob: bytes) -> ClassifierJudge:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "classifier.bin"
+        path.write_bytes(blob)
+        return ClassifierJudge(cls.load(path))  # type: ignore[attr-defined]
+
+
 class RewireFilter(Filter):
     """Top-p % of rewrites by a fitted :class:`QualityClassifier`. ``score`` reads ``rewrite_text`` (records that
-    failed to parse score ``{}``); ``keep(scores, pct=None)`` re-selects without re-scoring."""
+    failed to parse score ``{}``); ``keep(scores, pct=None)`` re-selects without re-scoring.
+
+    ``judge`` (optional) scores the rewrites instead of calling the classifier here, e.g. a
+    :class:`~loopwright.sdk.executors.RayJudge` over :meth:`ClassifierJudge.factory`; an invalid verdict leaves
+    that rewrite unscored (``no_rewrite``)."""
 
     name = "rewire_top_pct"
 
-    def __init__(self, classifier: QualityClassifier, keep_top_pct: float = 10.0):
+    def __init__(self, classifier: QualityClassifier, keep_top_pct: float = 10.0, judge: Judge | None = None):
         if not 0 < keep_top_pct <= 100:
             raise ValueError(f"keep_top_pct={keep_top_pct} must be in (0, 100]")
         self.classifier = classifier
         self.keep_top_pct = keep_top_pct
+        self.judge = judge
 
     def score(self, records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         todo = [i for i, r in enumerate(records) if r.get("parse_ok") and r.get("rewrite_text")]
-        values = self.classifier.score([records[i]["rewrite_text"] for i in todo]) if todo else []
+        texts = [records[i]["rewrite_text"] for i in todo]
+        values: list[float | None]
+        if self.judge is not None and todo:
+            verdicts = self.judge.score([""] * len(texts), texts)
+            if len(verdicts) != len(texts):
+                raise BackendError(f"{self.judge.name}.score returned {len(verdicts)} verdicts for {len(texts)} rewrites")
+            values = [v.score if v.valid else None for v in verdicts]
+        else:
+            values = list(self.classifier.score(texts)) if todo else []
         out: list[dict[str, float]] = [{} for _ in records]
         for i, v in zip(todo, values, strict=True):
-            out[i] = {"rewrite_score": float(v)}
+            out[i] = {} if v is None else {"rewrite_score": float(v)}
         return out
 
     def keep(self, scores: Sequence[dict[str, float]], pct: float | None = None) -> list[Decision]:
@@ -242,8 +290,13 @@ def run_rewire(
     raw_scores: Sequence[float | None] | None = None,
     config: RewireConfig | None = None,
     ids: Sequence[Any] | None = None,
+    score_on_executor: bool = False,
 ) -> RewireResult:
     """Rewrite ``docs``, score the rewrites, keep the top ``keep_top_pct`` %.
+
+    ``score_on_executor=True`` scores the rewrites where the executor runs judges: with a ``RayExecutor`` the
+    fitted classifier travels as saved bytes (:meth:`ClassifierJudge.factory`) into ``num_actors`` Ray actors,
+    stopped when scoring ends; with a ``LocalExecutor`` it scores here, as by default.
 
     Either pass a fitted ``classifier``, or ``positives`` (curated high-quality texts): a classifier is then trained
     as in the paper, positives vs an equal number of random parsed rewrites (:func:`balanced_training_set`).
@@ -272,7 +325,16 @@ def run_rewire(
             texts, labels = balanced_training_set(positives or [], negatives, seed=config.classifier_seed)
             classifier.fit(texts, labels)
     rf = RewireFilter(classifier, config.keep_top_pct)
-    scores = rf.score(records)
+    if score_on_executor and not isinstance(executor, Generator) and any(r["parse_ok"] for r in records):
+        judge, owned = judge_for(executor, ClassifierJudge.factory(classifier))
+        try:
+            rf.judge = judge
+            scores = rf.score(records)
+        finally:
+            rf.judge = None
+            release_judge(judge, owned)
+    else:
+        scores = rf.score(records)
     decisions = rf.keep(scores)
     t2 = time.perf_counter()
     return RewireResult(records, scores, decisions, rf, classifier.kind, config.raw_keep_top_pct,
