@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .artifacts import atomic_write, iter_jsonl, write_jsonl
 
-__all__ = ["ITERATIONS_FILE", "REPORT_DIR", "IterationRecord", "append_iteration", "read_iterations",
-           "write_report"]
+__all__ = ["ITERATIONS_FILE", "REPORT_DIR", "IterationRecord", "accuracy_record", "append_iteration",
+           "read_iterations", "write_report"]
 
 ITERATIONS_FILE = "iterations.jsonl"
 REPORT_DIR = "report"
@@ -44,6 +44,9 @@ class IterationRecord(BaseModel):
 
     iteration: int
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    intervals: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """95% intervals of some metrics (a :class:`~loopwright.sdk.stats.Interval` dumped), keyed by metric name:
+    an accuracy carries its ``n`` and Wilson interval here (``accuracy_record``)."""
     histograms: dict[str, list[float]] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -100,11 +103,30 @@ def _metric_names(records: Sequence[IterationRecord]) -> list[str]:
     return names
 
 
+def _cell(r: IterationRecord, name: str) -> str:
+    if name in r.intervals:
+        from .stats import format_interval
+
+        return format_interval(r.intervals[name])
+    return _fmt(r.metrics.get(name))
+
+
 def _table(records: Sequence[IterationRecord], names: Sequence[str]) -> list[str]:
     lines = ["| iteration | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in records:
-        lines.append(f"| {r.iteration} | " + " | ".join(_fmt(r.metrics.get(n)) for n in names) + " |")
+        lines.append(f"| {r.iteration} | " + " | ".join(_cell(r, n) for n in names) + " |")
+    if any(r.intervals for r in records):
+        lines += ["", "Accuracies are shown as `estimate [95% Wilson interval] n=items`."]
     return lines
+
+
+def accuracy_record(name: str, correct: int, n: int) -> dict[str, Any]:
+    """``{"metrics": {name: correct/n, name+"_n": n}, "intervals": {name: Wilson 95%}}``: merge it into an
+    iteration record so the report shows the accuracy with its ``n`` and interval."""
+    from .stats import proportion_ci
+
+    ci = proportion_ci(correct, n)
+    return {"metrics": {name: ci.estimate, f"{name}_n": n}, "intervals": {name: ci.model_dump(mode="json")}}
 
 
 def _plots(records: Sequence[IterationRecord], names: Sequence[str], out: Path) -> tuple[list[str], list[str]]:
@@ -121,6 +143,12 @@ def _plots(records: Sequence[IterationRecord], names: Sequence[str], out: Path) 
             continue
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        bars = [(r.iteration, r.intervals[name]) for r in records if name in r.intervals]
+        bars = [(i, ci) for i, ci in bars if ci.get("lo") is not None and ci.get("hi") is not None]
+        if bars:  # 95% intervals as error bars
+            ax.errorbar([i for i, _ in bars], [ci["estimate"] for _, ci in bars],
+                        yerr=[[ci["estimate"] - ci["lo"] for _, ci in bars], [ci["hi"] - ci["estimate"] for _, ci in bars]],
+                        fmt="none", capsize=3, color="C0", alpha=0.7)
         ax.set_xlabel("iteration")
         ax.set_ylabel(name)
         ax.set_title(name)
