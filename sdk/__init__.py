@@ -61,6 +61,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'loopwright.sdk' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "BackendError", "Budget", "Completion", "ConfigError", "Decision", "Filter", "Generator", "Judge",
     "JudgeProvenance", "LoopwrightError", "Message", "Prompt", "PromptTooLongError", "SamplingParams",
