@@ -33,7 +33,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from loopwright.sdk.artifacts import RunDir, read_jsonl, write_jsonl
 from loopwright.sdk.errors import ConfigError, LoopwrightError
@@ -138,6 +138,20 @@ class MetaRewardingLoop:
 
     def _it(self, t: int, name: str) -> Path:
         return self.run_dir / f"iter{t}" / name
+
+    def to_dataset(self, iteration: int, which: Literal["train", "actor", "judge"] = "train") -> Any:
+        """Iteration ``iteration``'s DPO data as a TRL preference ``datasets.Dataset`` (conversational
+        prompt/chosen/rejected): ``"train"`` the mixed actor + judge pairs the iteration trained on, ``"actor"``
+        or ``"judge"`` one kind only."""
+        from ...sdk.trl_data import to_dataset, to_trl_rows
+
+        path = self._it(iteration, "train_pairs.jsonl")
+        if not path.is_file():
+            raise FileNotFoundError(f"iteration {iteration} has no {path.name} in {self.run_dir} (not run yet?)")
+        rows = read_jsonl(path)
+        if which != "train":
+            rows = [r for r in rows if r.get("kind") == which]
+        return to_dataset(to_trl_rows(rows, "preference"), "preference")
 
     # ------------------------------------------------------------------------------------------- generators
 

@@ -231,6 +231,17 @@ class SelfTaughtEvaluator:
 
     # ----------------------------------------------------------------------------------------- driver
 
+    @staticmethod
+    def to_dataset(run_dir: str | Path, iteration: int) -> Any:
+        """Iteration ``iteration``'s judge SFT rows (the rejection-sampled judgements it trained on) as a TRL
+        prompt-completion ``datasets.Dataset``."""
+        from ...sdk.trl_data import to_dataset
+
+        path = Path(run_dir) / f"iter_{iteration}" / "train.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"iteration {iteration} has no train.jsonl in {run_dir} (not run yet?)")
+        return to_dataset(path, "sft")
+
     def run(self, run_dir: str | Path, *, resume: bool = False, progress: bool = False) -> list[dict[str, Any]]:
         """Run (or with ``resume=True`` continue) the loop in ``run_dir``; returns the iteration records."""
         run_dir = Path(run_dir)

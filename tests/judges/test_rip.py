@@ -172,6 +172,10 @@ def test_run_rip_end_to_end_and_recompute(tmp_path):
     for row in rows:
         assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
         assert row["chosen_reward"] >= row["rejected_reward"]
+    ds = res.to_dataset()  # what DPOTrainer takes: the same pairs, TRL columns only
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and len(ds) == len(rows)
+    assert ds[0]["chosen"] == rows[0]["chosen"]
+    assert "reward_gap" in res.to_dataset(provenance=True).column_names
     # re-threshold without calling the judge or the generator again
     calls_before = (judge.calls, len(gen.calls))
     loose = res.recompute(RIPThresholds(rejected_reward_pct=0, rejected_length_pct=0, reward_gap_pct=100))

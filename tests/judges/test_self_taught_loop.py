@@ -81,6 +81,9 @@ def test_one_iteration_end_to_end_then_resume_is_a_no_op(tiny_model_dir, tmp_pat
     assert train and all(r["target"].endswith(f"[[{r['label']}]]") for r in train)
     assert sum(r["label"] == "A" for r in train) == sum(r["label"] == "B" for r in train)
     assert it1["usable_examples"] == len(train) and it1["kept_before_balance"] >= len(train)
+    ds = SelfTaughtEvaluator.to_dataset(run, 1)  # the same rows in TRL's prompt-completion format
+    assert ds.column_names == ["prompt", "completion"] and [c[0]["content"] for c in ds["completion"]] == [
+        r["target"] for r in train]  # chat prompts: conversational completions
     judged = [json.loads(x) for x in (run / "iter_1" / "judgements.jsonl").read_text().splitlines()]
     assert len(judged) == 16 and {k["order"] for k in judged} == {"0_1", "1_0"}
     assert all(len(k["samples"]) == 3 for k in judged)
