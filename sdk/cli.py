@@ -11,6 +11,7 @@ This module is a composition root: it may import any loopwright folder, lazily, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,15 +19,28 @@ from typing import Annotated
 
 import typer
 
+from .cliutil import ErrorBoundaryGroup
 from .errors import ConfigError
 
 app = typer.Typer(
     name="loopwright",
+    cls=ErrorBoundaryGroup,
     help="Self-improving LLM loops: generate -> judge -> filter -> train -> repeat.",
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Show library logs: -v vLLM INFO and load bars, -vv debug.")] = 0,
+) -> None:
+    """Self-improving LLM loops: generate -> judge -> filter -> train -> repeat."""
+    from .quiet import set_library_verbosity
+
+    set_library_verbosity(verbose)  # quiet by default: vLLM / transformers / TRL noise off (issue 17 item 18)
 
 
 def _fail(msg: str) -> None:
@@ -53,17 +67,22 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key.sub=value (repeatable).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<recipe>-<time>).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved, validated recipe as YAML and "
+                                                            "stop (no run, no run directory).")] = False,
 ) -> None:
     """Run a recipe; with no RECIPE, the default sandbox recipe (builds and evaluates the sandbox models)."""
     from .recipes import dump_recipe, load_recipe
 
-    try:
-        cfg = load_recipe(recipe, set_ or ())
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = load_recipe(recipe, set_ or ())  # every check runs here, before anything is written
+    if dry_run:
+        import yaml
+
+        typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False), nl=False)
         return
     if run_dir is None:
         run_dir = Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and not run_dir.is_dir():
+        _fail(f"--run-dir {run_dir} is a file, not a folder; pass a new folder path")
     if run_dir.exists() and any(run_dir.iterdir()):
         _fail(f"run directory {run_dir} is not empty; pick another --run-dir or `loopwright resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,15 +104,34 @@ def resume(
 
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
-        _fail(f"{run_dir} is not a loopwright run directory (no recipe.yaml)")
-    try:
-        cfg = load_recipe(recipe_file)
-    except ConfigError as e:
-        _fail(str(e))
-        return
+        _fail(f"{run_dir} is not a loopwright run directory (no recipe.yaml); pass the folder `loopwright run` "
+              "printed")
+    cfg = load_recipe(recipe_file)
+    _check_checkpoints(run_dir)
     typer.echo(f"resuming recipe {cfg.recipe!r} in {run_dir}")
     result = cfg.run(run_dir, resume=True, progress=progress)
     _print_result(run_dir, result)
+
+
+def _check_checkpoints(run_dir: Path) -> None:
+    """A resume needs the run's LangGraph SQLite checkpoint: a missing or corrupt one is one line naming the file."""
+    import sqlite3
+
+    db = run_dir / "checkpoints.sqlite"
+    again = f"start again with `loopwright run {run_dir / 'recipe.yaml'} --run-dir NEW_DIR`"
+    if not db.is_file():
+        _fail(f"{db} not found, so there is nothing to resume; {again}")
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        _fail(f"{db} is corrupt ({e}); {again}")
+        return
+    if not row or row[0] != "ok":
+        _fail(f"{db} is corrupt (quick_check: {row[0] if row else 'no answer'}); {again}")
 
 
 @app.command()
@@ -113,6 +151,27 @@ def report(
 
 
 @app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Run folders, or LABEL=RUN_DIR to name the arm (default arm: the "
+                                                   "folder name without a trailing -seedN).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/compare-<time>).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")] = None,
+    plots: Annotated[bool, typer.Option(help="Draw PNG plots (matplotlib).")] = True,
+) -> None:
+    """Put several runs side by side: per-run metrics with 95% intervals, per-arm means over seeds, plots."""
+    from .compare import compare_runs
+
+    out = out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        path = compare_runs(runs, out, metrics=metric, plots=plots)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(path.read_text())
+    typer.echo(f"comparison: {path}")
+
+
+@app.command()
 def recipes() -> None:
     """List the built-in recipes and the recipe kinds."""
     from .recipes import RECIPE_KINDS, builtin_recipe_path, list_builtin_recipes
@@ -125,12 +184,13 @@ def recipes() -> None:
 @app.command()
 def sandbox(
     trained: Annotated[bool, typer.Option(help="Build the SFT seed model (else the untrained base).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"model_dir": PATH} instead of the bare path.')] = False,
 ) -> None:
     """Build (or find in the cache) the sandbox model and print its folder, for use with any backend."""
     from loopwright.trainers.sandbox.seed import ensure_base_model, ensure_seed_model
 
     path = ensure_seed_model() if trained else ensure_base_model()
-    typer.echo(json.dumps({"model_dir": str(path)}))
+    typer.echo(json.dumps({"model_dir": str(path)}) if as_json else str(path))
 
 
 # --------------------------------------------------------------------------------------------- judge
@@ -213,8 +273,16 @@ def judge_eval(
         from loopwright.trainers.sandbox.seed import ensure_seed_model
 
         model = str(ensure_seed_model())
-    if backend in ("transformers", "vllm") and not Path(model).is_dir():
-        _fail(f"--model {model!r} is not a model folder (backend {backend} loads local folders; no hub access)")
+    if backend in ("transformers", "vllm"):
+        from .errors import ModelNotFoundError
+        from .models import resolve_model_path
+
+        try:
+            model = resolve_model_path(model)
+        except ModelNotFoundError as e:
+            _fail(f"--model: {e}")
+    else:
+        _preflight_openai(base_url, model)  # type: ignore[arg-type]
     try:
         sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, truncate_prompt=truncate,
                                   seed=seed if temperature > 0 else None)
@@ -277,6 +345,27 @@ def judge_eval(
     typer.echo(f"report: {out / 'report.md'}  records: {out / 'records.jsonl'}")
 
 
+def _preflight_openai(base_url: str, model: str) -> None:
+    """``GET /models`` before any output folder is made: a dead or failing server is one line naming the URL."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                           timeout=10.0, max_retries=1)
+    try:
+        served = [m.id for m in client.models.list().data]
+    except openai.APIStatusError as e:
+        _fail(f"{base_url} answered HTTP {e.status_code} to GET /models; is it an OpenAI-compatible server "
+              "(e.g. `vllm serve`), and is it healthy?")
+        return
+    except openai.APIConnectionError as e:
+        _fail(f"cannot reach {base_url} ({e}); start the server or fix --base-url")
+        return
+    finally:
+        client.close()
+    if served and model not in served:
+        _fail(f"--model {model!r} is not served by {base_url}; it serves: {', '.join(served[:10])}")
+
+
 def _register_component_apps() -> None:
     """Sub-command groups owned by the components (their modules import only typer and pydantic at load)."""
     from loopwright.agents.coa.cli import coa_app
@@ -284,6 +373,12 @@ def _register_component_apps() -> None:
 
     app.add_typer(tools_app, name="tools", help="Tools: build the offline Wikipedia search index.")
     app.add_typer(coa_app, name="coa", help="Chain-of-Abstraction: convert GSM8K solutions to abstract chains.")
+    from loopwright.trainers.models_cli import models_app
+
+    app.add_typer(models_app, name="models", help="Real models built offline from PyPI packages (SmolLM2).")
+    from loopwright.trainers.launch import train_cmd
+
+    app.command("train")(train_cmd)
 
 
 _register_component_apps()
