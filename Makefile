@@ -27,6 +27,7 @@ setup: $(STAMP)
 # was measured 5-10x slower.
 models: setup
 	$(VENV)/bin/loopwright sandbox
+	$(PY) -c "from loopwright.trainers.sandbox.seed import STRONG_SANDBOX as S, ensure_seed_model as b; print(b(S, progress=False))"
 	$(VENV)/bin/loopwright models build smollm2-135m-instruct --install
 	$(PY) -c "from loopwright.trainers.reward import ensure_miniarith_reward_model as b; print(b())"
 	$(PY) -c "from loopwright.judges.self_taught import SelfTaughtConfig as C; from loopwright.judges.self_taught.sandbox import SeedJudgeConfig as J, ensure_seed_judge as b; print(b(J(task=C().task)))"

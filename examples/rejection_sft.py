@@ -39,7 +39,10 @@ def make_factory(backend: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="seed model folder (default: the sandbox seed model)")
+    ap.add_argument("--model", default=None, help="seed model folder (default: a sandbox seed model, --seed-model)")
+    ap.add_argument("--seed-model", default="strong", choices=["strong", "default"],
+                    help="sandbox seed model when --model is not given: strong (STRONG_SANDBOX, 46.5%% held-out; "
+                         "the oracle runs' start) or default (14.5%%)")
     ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     ap.add_argument("--judge", default="gold", choices=["gold", "gold-answer", "verifier"],
                     help="gold: right final answer and correct arithmetic in every step (default); gold-answer: "
@@ -64,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.model is None:
-        from loopwright.trainers.sandbox.seed import ensure_seed_model
+        from loopwright.trainers.sandbox.seed import STRONG_SANDBOX, ensure_seed_model
 
-        seed_model = str(ensure_seed_model())
+        seed_model = str(ensure_seed_model(STRONG_SANDBOX if args.seed_model == "strong" else None))
     else:
         seed_model = args.model
     run_dir = args.run_dir or Path("runs") / f"rsft-{args.judge}-seed{args.seed}"

@@ -11,6 +11,7 @@ from .model import TinyLlamaConfig, build_tiny_model, build_tokenizer
 
 _SEED_NAMES = (
     "SANDBOX_TASK",
+    "STRONG_SANDBOX",
     "SandboxConfig",
     "ensure_base_model",
     "ensure_seed_model",

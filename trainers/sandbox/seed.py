@@ -83,6 +83,14 @@ class SandboxConfig(BaseModel):
                             "builder": BUILDER_VERSION})
 
 
+STRONG_SANDBOX = SandboxConfig(max_steps=1800)
+"""The stronger seed model for oracle-signal runs (issue 13): the default shape trained 3x longer (1800 steps x
+batch 32, about 2.9 epochs of ``n_train``). Measured on 2 shared CPU cores, 1 thread: 572 s to build, greedy
+held-out accuracy 46.5% on the training distribution (default seed: 14.5%) and 7.5% on the ID preset. At the same
+compute a 1.8M-parameter model (hidden 192) for 800 steps reached only 8.5%: on this budget, steps beat width
+(docs/results.md, seed-model scaling rows). ``make models`` builds it; the loops' oracle runs start from it."""
+
+
 # --------------------------------------------------------------------------------------------- chat format
 
 
