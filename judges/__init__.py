@@ -18,6 +18,7 @@ from .datasets import (
 )
 from .evaluation import JudgeReport, evaluate
 from .llm import LLMJudge
+from .next_token import ExpectedScoreJudge, LogprobPairwiseJudge, option_logprobs
 from .pairwise import PairwiseJudge, make_pairwise_judge, soft_preference
 from .parsers import (
     META_WINNER_PARSER_VERSION,
@@ -31,6 +32,7 @@ from .parsers import (
 )
 from .pointwise import PointwiseJudge, make_pointwise_judge
 from .reward_model import RewardModelJudge
+from .score_comparison import ScoreComparisonJudge
 from .templates import ADDITIVE_5POINT, META_JUDGE, PAIRWISE_VERDICT, JudgeTemplate, prompt_text
 
 __all__ = [
@@ -41,15 +43,18 @@ __all__ = [
     "PAIRWISE_VERDICT",
     "PARSER_VERSIONS",
     "SCORE_PARSER_VERSION",
+    "ExpectedScoreJudge",
     "JudgeReport",
     "JudgeTemplate",
     "LLMJudge",
+    "LogprobPairwiseJudge",
     "PairwiseJudge",
     "ParseResult",
     "PointwiseJudge",
     "PreferencePair",
     "RewardFuncMixin",
     "RewardModelJudge",
+    "ScoreComparisonJudge",
     "as_pairwise_reward_func",
     "as_reward_func",
     "default_data_root",
@@ -60,6 +65,7 @@ __all__ = [
     "load_preference_jsonl",
     "make_pairwise_judge",
     "make_pointwise_judge",
+    "option_logprobs",
     "parse_meta_winner",
     "parse_pairwise",
     "parse_score",

@@ -9,7 +9,8 @@ and returns a :class:`JudgeReport`. Protocol (spec/loops.md §4.5, RewardBench +
 - **Both orders.** When the judge's verdicts carry swap records (a pairwise judge that judges both orders
   itself; a judge with ``both_orders = False`` is taken at its word) those two orders are used; otherwise the
   evaluator presents each pair a second time swapped (``reverse=None`` auto; ``True`` always; ``False``
-  never). From the two orders come *position-consistent accuracy* (correct in both orders), *swap
+  never; a judge with ``order_invariant = True``, whose verdict cannot depend on the order, is not re-asked in
+  auto mode). From the two orders come *position-consistent accuracy* (correct in both orders), *swap
   consistency* (both orders agree, over pairs where both parsed), and accuracy with the chosen response shown
   first vs second.
 - **Invalid verdicts count as wrong** in ``accuracy`` (``accuracy_valid`` is over valid verdicts only, and
@@ -298,7 +299,8 @@ def _evaluate(judge: Judge, pairs: Sequence[PreferencePair], *, seed: int, rever
     # A judge's own both-order protocol: SwapRecords on its verdicts (some judges leave them off invalid ones),
     # unless the judge says it judged one order (PairwiseJudge(both_orders=False) still records swap.forward).
     has_swap = bool(getattr(judge, "both_orders", True)) and any(v.swap is not None for v in verdicts)
-    run_reverse = (not has_swap) if reverse is None else reverse
+    order_invariant = bool(getattr(judge, "order_invariant", False))  # e.g. ScoreComparisonJudge
+    run_reverse = (not has_swap and not order_invariant) if reverse is None else reverse
     rev_verdicts: list[Verdict] | None = None
     if run_reverse:
         rev_verdicts = _compare(judge, prompts, b, a, batch_size, progress, "judging (swapped)")

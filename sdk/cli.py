@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -201,6 +201,26 @@ app.add_typer(judge_app, name="judge")
 
 JUDGE_BACKENDS = ("transformers", "vllm", "openai")
 JUDGE_DATASETS = ("llmbar", "mt_bench")
+JUDGE_MODES = ("generative", "logprob", "expected-score")
+
+
+def _eval_judge(mode: str, gen: Any, *, both_orders: bool, samples: int, sampling: Any) -> tuple[Any, Any]:
+    """The pairwise judge ``judge eval --mode`` evaluates, and the LLM judge inside it (for its provenance)."""
+    if mode == "generative":
+        from loopwright.judges.pairwise import PairwiseJudge
+
+        judge = PairwiseJudge(gen, both_orders=both_orders, samples=samples, sampling=sampling)
+        return judge, judge
+    if mode == "logprob":
+        from loopwright.judges.next_token import LogprobPairwiseJudge
+
+        judge = LogprobPairwiseJudge(gen, both_orders=both_orders, truncate_prompt=sampling.truncate_prompt)
+        return judge, judge
+    from loopwright.judges.next_token import ExpectedScoreJudge
+    from loopwright.judges.score_comparison import ScoreComparisonJudge
+
+    inner = ExpectedScoreJudge(gen, truncate_prompt=sampling.truncate_prompt)
+    return ScoreComparisonJudge(inner), inner
 
 
 def _limit_pairs(pairs: list, limit: int | None) -> list:
@@ -223,6 +243,11 @@ def _limit_pairs(pairs: list, limit: int | None) -> list:
 def judge_eval(
     data: Annotated[str, typer.Option(help="llmbar | mt_bench | PATH.jsonl (TRL prompt/chosen/rejected or LLMBar "
                                            "input/output_1/output_2/label).")] = "llmbar",
+    mode: Annotated[str, typer.Option(help="generative: the judge writes a verdict, parsed from [[A]]/[[B]]; "
+                                           "logprob: P(A) vs P(B) of the verdict letter after a '[[' prefill; "
+                                           "expected-score: each response scored alone by the probability-"
+                                           "weighted 0-5 rubric score after a 'Score: ' prefill (G-Eval), "
+                                           "higher score wins.")] = "generative",
     backend: Annotated[str, typer.Option(help="transformers | vllm | openai.")] = "transformers",
     model: Annotated[str | None, typer.Option(help="Model folder (transformers, vllm) or served model name "
                                                    "(openai). Default: the sandbox seed model.")] = None,
@@ -245,6 +270,13 @@ def judge_eval(
     """Evaluate a PairwiseJudge on gold pairs; print the RewardBench-style table, write report.md/json + records."""
     if backend not in JUDGE_BACKENDS:
         _fail(f"--backend {backend!r} is not one of {', '.join(JUDGE_BACKENDS)}")
+    if mode not in JUDGE_MODES:
+        _fail(f"--mode {mode!r} is not one of {', '.join(JUDGE_MODES)}")
+    if mode != "generative" and (samples != 1 or temperature != 0.0):
+        _fail(f"--samples and --temperature apply to --mode generative only; --mode {mode} reads one greedy "
+              "next-token distribution")
+    if mode == "expected-score" and not both_orders:
+        _fail("--no-both-orders does not apply to --mode expected-score (each response is scored alone)")
     if base_url is not None and backend != "openai":
         _fail(f"--base-url is only used with --backend openai (got --backend {backend!r})")
     if backend == "openai" and (base_url is None or model is None):
@@ -295,7 +327,8 @@ def judge_eval(
     if out is None:
         stem = Path(data).stem if data.endswith((".jsonl", ".json")) else data
         out = Path("runs") / f"judge-eval-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = {"command": "judge eval", "data": data, "backend": backend, "model": model, "base_url": base_url,
+    config = {"command": "judge eval", "data": data, "mode": mode, "backend": backend, "model": model,
+              "base_url": base_url,
               "limit": limit, "n_pairs": len(pairs), "both_orders": both_orders, "samples": samples,
               "batch_size": batch_size, "sampling": sampling.model_dump(mode="json")}
     try:
@@ -303,8 +336,6 @@ def judge_eval(
     except ConfigError as e:
         _fail(f"{e} (or pass another --out)")
         return
-
-    from loopwright.judges.pairwise import PairwiseJudge
 
     if backend == "transformers":
         from .generators.transformers import TransformersGenerator
@@ -319,14 +350,14 @@ def judge_eval(
 
         gen = OpenAIGenerator(base_url, model)  # type: ignore[arg-type]
     try:
-        judge = PairwiseJudge(gen, both_orders=both_orders, samples=samples, sampling=sampling)
+        judge, inner = _eval_judge(mode, gen, both_orders=both_orders, samples=samples, sampling=sampling)
     except ValueError as e:
         _fail(str(e))
         return
 
-    run.set_meta("judge", {"name": judge.name, "template_id": judge.template.template_id,
-                           "template_hash": judge.template.template_hash,
-                           "parser_version": judge.parser_version})
+    run.set_meta("judge", {"name": judge.name, "mode": mode, "template_id": inner.template.template_id,
+                           "template_hash": inner.template.template_hash,
+                           "parser_version": inner.parser_version})
     typer.echo(f"judging {len(pairs)} pairs from {data} with {backend}:{model} -> {out}")
     try:
         with run.stage("judge_eval") as st:

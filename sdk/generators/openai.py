@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from ..chat_template import continues_final_message
 from ..errors import BackendError, BatchError, ConfigError
 from ..generator import Generator, run_sync
 from ..types import Completion, Prompt, SamplingParams, Usage, normalize_prompt
@@ -228,6 +229,10 @@ class OpenAIGenerator(Generator):
         norm = [normalize_prompt(p) for p in prompts]
         if not norm:
             return []
+        if not self.vllm_extensions and any(not isinstance(p, str) and continues_final_message(p) for p in norm):
+            raise ConfigError("a chat prompt ending with an assistant message (prefill) needs vLLM's "
+                              "continue_final_message, which the OpenAI API lacks; use vllm_extensions=True "
+                              "against a vLLM server, or drop the final assistant message")
         results: list[list[Completion] | None] = [None] * len(norm)
         errors: dict[int, BaseException] = {}  # in the order they happened
         stop = asyncio.Event()
@@ -389,6 +394,9 @@ class OpenAIGenerator(Generator):
                 # vLLM keeps the last k prompt tokens; k = context - max_tokens when the model card says it
                 ctx = await self._max_model_len()
                 extra["truncate_prompt_tokens"] = max(1, ctx - params.max_tokens) if ctx else -1
+        if not isinstance(prompt, str) and continues_final_message(prompt):
+            extra["continue_final_message"] = True
+            extra["add_generation_prompt"] = False
         if extra:
             kwargs["extra_body"] = extra
         if isinstance(prompt, str):

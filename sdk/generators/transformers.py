@@ -7,7 +7,8 @@ which vLLM cannot run) because decoding goes through the model's own ``generate`
 - batching: prompts are sorted by length and decoded ``batch_size`` sequences at a time with LEFT padding,
   results come back in input order (spec/performance.md §6.2 item 5: >= 3x tokens/s over a per-prompt loop
   at batch 16, and greedy tokens identical to per-prompt ``model.generate``);
-- chat prompts rendered with the tokenizer's chat template (``add_generation_prompt=True``);
+- chat prompts rendered with the tokenizer's chat template (``add_generation_prompt=True``; a final
+  assistant message is continued, :mod:`loopwright.sdk.chat_template`);
 - stop strings checked on the decoded *completion* text only (like vLLM), cut before the first one;
 - per-token logprobs (log-softmax of the logits before temperature / top-k / top-p), top-k alternatives;
 - seeded sampling that does not depend on batching: every (prompt, sample index) pair gets its own
@@ -37,6 +38,7 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 
+from ..chat_template import render_chat
 from ..errors import PromptTooLongError
 from ..generator import Generator
 from ..models import resolve_model_path
@@ -192,7 +194,7 @@ class TransformersGenerator(Generator):
                 f"{self.model_id}'s tokenizer has no chat template, so chat prompts cannot be rendered; "
                 "pass a string prompt or set tokenizer.chat_template"
             )
-        return self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, p)
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt: strings with the tokenizer's special tokens, chats via the template."""

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..chat_template import render_chat
 from ..errors import PromptTooLongError
 from ..generator import Generator
 from ..models import resolve_model_path
@@ -128,7 +129,7 @@ class VLLMGenerator(Generator):
                     raise ValueError(
                         f"{self.model_id!r} has no chat template; pass raw string prompts or a model with one"
                     )
-                texts.append(self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True))
+                texts.append(render_chat(self.tokenizer, p))
                 special.append(False)
         ids: list[list[int] | None] = [None] * len(texts)
         for flag in (True, False):

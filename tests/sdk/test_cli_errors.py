@@ -119,6 +119,18 @@ def test_cli_judge_eval_with_missing_model(tmp_path, pairs_file):
     assert not out.exists()
 
 
+def test_cli_judge_eval_mode_typos_and_misfit_options(tmp_path, pairs_file):
+    out = tmp_path / "out"
+    res = invoke(["judge", "eval", "--data", pairs_file, "--mode", "logprobs", "--out", out])
+    assert_one_error(res, "--mode 'logprobs' is not one of generative, logprob, expected-score")
+    res = invoke(["judge", "eval", "--data", pairs_file, "--mode", "logprob", "--samples", "3", "--out", out])
+    assert_one_error(res, "--samples and --temperature apply to --mode generative only")
+    res = invoke(["judge", "eval", "--data", pairs_file, "--mode", "expected-score", "--no-both-orders",
+                  "--out", out])
+    assert_one_error(res, "does not apply to --mode expected-score")
+    assert not out.exists()
+
+
 def test_example_with_missing_model(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "examples" / "meta_rewarding.py"), "--model",
                           str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")],

