@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .artifacts import atomic_write, iter_jsonl, write_jsonl
+from .tracking import log_iteration
 
 __all__ = ["ITERATIONS_FILE", "REPORT_DIR", "IterationRecord", "accuracy_record", "append_iteration",
            "read_iterations", "write_report"]
@@ -72,13 +73,15 @@ def read_iterations(run_dir: str | Path) -> list[IterationRecord]:
 
 
 def append_iteration(run_dir: str | Path, record: IterationRecord | Mapping[str, Any]) -> Path:
-    """Add (or replace, by ``iteration``) one record in ``RUN_DIR/iterations.jsonl``, rewriting it atomically."""
+    """Add (or replace, by ``iteration``) one record in ``RUN_DIR/iterations.jsonl``, rewriting it atomically;
+    also to the tracker named by ``LOOPWRIGHT_REPORT_TO`` (:mod:`loopwright.sdk.tracking`)."""
     rec = record if isinstance(record, IterationRecord) else IterationRecord.model_validate(dict(record))
     path = Path(run_dir) / ITERATIONS_FILE
     rows = [r for r in read_iterations(run_dir) if r.iteration != rec.iteration] if path.is_file() else []
     rows.append(rec)
     rows.sort(key=lambda r: r.iteration)
     write_jsonl(path, (r.model_dump(mode="json") for r in rows))
+    log_iteration(run_dir, rec.iteration, rec.metrics)  # LOOPWRIGHT_REPORT_TO=tensorboard (sdk/tracking.py)
     return path
 
 

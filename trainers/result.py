@@ -5,8 +5,9 @@ The wrappers (:func:`~loopwright.trainers.sft.sft_train`, :func:`~loopwright.tra
 
 1. build the TRL config from our settings plus :func:`device_defaults` (spec/environment.md §2: TRL configs
    default to ``bf16=True``, which raises without a GPU; ``save_strategy="steps"`` writes checkpoints;
-   ``report_to`` logs to whatever tracker is installed; so without CUDA: CPU and fp32, with CUDA: the GPU and
-   bf16 mixed precision, fp16 where the GPU lacks bf16), then apply the caller's ``trl_config`` dict on top,
+   ``report_to`` logs to whatever tracker is installed, so it is ``none`` unless ``LOOPWRIGHT_REPORT_TO`` names
+   one, sdk/tracking.py; without CUDA: CPU and fp32, with CUDA: the GPU and bf16 mixed precision, fp16 where
+   the GPU lacks bf16), then apply the caller's ``trl_config`` dict on top,
    untouched (every key must be a field of the TRL config class; an unknown key raises naming it); with
    ``settings.lora`` the trainer also gets a peft ``LoraConfig`` (``trainers/lora.py``);
 2. train with torch's CPU threads set to ``num_threads`` (1 by default: on a shared 2-core machine two OpenMP
@@ -22,19 +23,21 @@ The wrappers (:func:`~loopwright.trainers.sft.sft_train`, :func:`~loopwright.tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ..sdk.errors import ConfigError
+from ..sdk.tracking import report_to, tensorboard_dir
 from ..sdk.types import stable_hash
 from .cache import versions
 from .distributed import build_once, is_main_process, save_trained
@@ -64,6 +67,32 @@ def device_defaults() -> dict[str, Any]:
         return dict(CPU_SAFE_DEFAULTS)
     bf16 = bool(torch.cuda.is_bf16_supported())
     return {"use_cpu": False, "bf16": bf16, "fp16": not bf16, **TRL_DEFAULTS}
+
+
+def _tracking_defaults() -> dict[str, Any]:
+    """``report_to`` from ``LOOPWRIGHT_REPORT_TO`` (sdk/tracking.py) when it names a tracker; else nothing."""
+    names = report_to()
+    return {"report_to": names} if names else {}
+
+
+@contextlib.contextmanager
+def _tensorboard_logdir(reporters: Any, out: Path, run: Any) -> Iterator[None]:
+    """Point transformers' TensorBoard callback (``TENSORBOARD_LOGGING_DIR``) at ``<run>/tensorboard/<out>``
+    for one training run, since its default lies in the scratch folder that is deleted afterwards."""
+    names = [reporters] if isinstance(reporters, str) else list(reporters or [])
+    if not ({"tensorboard", "all"} & set(names)) or os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        yield
+        return
+    root = Path(run.path) if run is not None else out.parent
+    try:
+        name = out.resolve().relative_to(root.resolve())  # iter_1/model inside a loop's run folder
+    except ValueError:
+        name = Path(out.name)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(root) / name)
+    try:
+        yield
+    finally:
+        os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
 
 
 def _runtime(trainer: Any) -> dict[str, Any]:
@@ -207,8 +236,8 @@ def run_trl(
 
     def build(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(base))
-        kwargs = {**device_defaults(), "output_dir": str(scratch), "seed": seed, "data_seed": seed,
-                  "disable_tqdm": not progress, **config_kwargs, **overrides}
+        kwargs = {**device_defaults(), **_tracking_defaults(), "output_dir": str(scratch), "seed": seed,
+                  "data_seed": seed, "disable_tqdm": not progress, **config_kwargs, **overrides}
         passed.update(kwargs)
         args = config_cls(**kwargs)
         model = load_model(str(base)) if load_model is not None else str(base)
@@ -220,12 +249,13 @@ def run_trl(
             from .lora import lora_config
 
             extra["peft_config"] = lora_config(lora, task_type)
-        try:
-            trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(list(rows)),
-                                  processing_class=tok, **extra)
-        finally:
-            if not bars_were_off:
-                datasets.enable_progress_bars()
+        with _tensorboard_logdir(kwargs.get("report_to"), out, run):  # the callback reads it when built
+            try:
+                trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(list(rows)),
+                                      processing_class=tok, **extra)
+            finally:
+                if not bars_were_off:
+                    datasets.enable_progress_bars()
         if not progress:
             trainer.remove_callback(PrinterCallback)
         state["t_init"] = time.perf_counter() - t0
