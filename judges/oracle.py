@@ -10,7 +10,8 @@ code: Meta-Rewarding's actor scoring, RIP's rewards, PathFinder's verifier, reje
   response with no number is *wrong*, a valid verdict: the checker is certain about it.
 - pairwise ``compare``: A when only A is correct, B when only B is, tie when both or neither are; ``p_a`` is 1 /
   0 / 0.5. Order cannot matter to a checker, so the swap record is consistent by construction.
-- ``check_steps=True`` also requires every ``<<a op b=c>>`` annotation to be correct arithmetic: a right final
+- ``check_steps=True`` also requires every ``<<a op b=c>>`` annotation to be correct arithmetic, and the
+  expression written before it and the number after it to be the annotation's own: a right final
   answer reached through wrong steps (a lucky guess, common for a weak model) is then wrong. STaR's known failure
   mode is training on such false positives; on the sandbox they were a third of the answer-correct samples.
 - A prompt the judge has no gold answer for is an *invalid* verdict ("no gold answer for this prompt"), never a
@@ -71,20 +72,54 @@ def arithmetic_ok(response: str) -> bool:
         c = _int(result) if sep else None
         if c is None:
             return False
-        for op in "+*/-":
-            left, found, right = expr[1:].partition(op)  # skip a leading minus sign
-            if found:
-                a, b = _int(expr[0] + left), _int(right)
-                break
-        else:
-            return False
-        if a is None or b is None:
-            return False
-        value = {"+": a + b, "-": a - b, "*": a * b}.get(op) if op != "/" else (a // b if b and a % b == 0 else None)
-        if value != c:
+        if _eval_simple(expr) != c or not _visible_matches(response, start, end, c):
             return False
         seen += 1
     return seen > 0
+
+
+def _eval_simple(expr: str) -> int | None:
+    """The value of ``a op b`` (integers, op in + - * /, exact division), else None."""
+    if not expr:
+        return None
+    for op in "+*/-":
+        left, found, right = expr[1:].partition(op)  # skip a leading minus sign
+        if found:
+            a, b = _int(expr[0] + left), _int(right)
+            break
+    else:
+        return None
+    if a is None or b is None:
+        return None
+    return {"+": a + b, "-": a - b, "*": a * b}.get(op) if op != "/" else (a // b if b and a % b == 0 else None)
+
+
+_EXPR_CHARS = frozenset("0123456789+-*/ ,")
+
+
+def _visible_matches(text: str, start: int, end: int, value: int) -> bool:
+    """In ``a op b=<<a op b=c>>c`` the written expression before the annotation and the number after it must
+    have the annotation's value: ``9-9=<<9-8=1>>1`` is a copying error whose annotation happens to be right.
+    Only what can be read is checked: a written ``a op b`` of two integers (``2*250`` for ``<<250*2=500>>`` is
+    fine) and a written integer right after ``>>`` (thousands commas allowed); anything else passes, so GSM8K's
+    ``$``, decimals and multi-operator prose keep their old verdicts. Bounded scans: the check stays linear."""
+    before = text[max(0, start - 64):start].rstrip()
+    if before.endswith("="):
+        head = before[:-1].rstrip()
+        i = len(head)
+        while i > 0 and head[i - 1] in _EXPR_CHARS:
+            i -= 1
+        written = head[i:].rsplit(", ", 1)[-1]  # "eaten 10, 100 - 10 =": a comma and space separate
+        shown = _eval_simple(written.replace(" ", "").replace(",", "").lstrip("+*/,"))
+        if shown is not None and shown != value:
+            return False
+    j = end + 2
+    k = j + (j < len(text) and text[j] == "-")
+    while k < len(text) and k - j < 24 and (text[k].isdigit() or (text[k] == "," and k + 1 < len(text)
+                                                                    and text[k + 1].isdigit())):
+        k += 1
+    after = _int(text[j:k].replace(",", ""))
+    return after is None or after == value
 
 
 def _gold_of(item: Any) -> tuple[str, str]:

@@ -41,6 +41,12 @@ def test_check_steps_rejects_a_right_answer_reached_through_wrong_steps(problems
     ("<<3+4=7>>", True), ("<<12-30=-18>>", True), ("<<-5*3=-15>>", True), ("<<12/4=3>>", True),
     ("<<5--3=8>>", True), ("<<3+4=8>>", False), ("<<7/2=3>>", False), ("<<7/0=0>>", False), ("<<3+4>>", False),
     ("<<3+4=7", False), ("<<3^4=81>>", False), ("<<٣+4=7>>", False), ("<<1+1=2>> <<2*2=5>>", False), ("", False),
+    # the written expression and result must be the annotation's own (a copying error with a right annotation)
+    ("17-8=<<17-8=9>>9\n9-8=<<9-8=1>>1", True), ("9-9=<<9-8=1>>1", False), ("9-8=<<9-8=1>>2", False),
+    ("She sold 48/2 = <<48/2=24>>24 clips.", True), ("It costs $3 * 4 = <<3*4=12>>12 dollars", True),
+    ("x = <<3+4=7>>7", True), ("3+4=<<3+4=7>>7.", True), ("2*250 = <<250*2=500>>500", True),
+    ("eaten 10, 100 - 10 = <<100-10=90>>90", True), ("20,000/5 = <<20000/5=4000>>4,000", True),
+    ("20,000/5 = <<20000/5=4000>>4,001", False),
 ])
 def test_arithmetic_ok(text, ok):
     assert arithmetic_ok(text) is ok
