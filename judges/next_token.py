@@ -244,19 +244,24 @@ class ExpectedScoreJudge(LLMJudge):
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
         """One Verdict per (prompt, response) from one batched one-token generate call."""
         rendered = self.build_prompts(prompts, responses)
-        return [self._verdict(r[0]) for r in self._generate(rendered, self.sampling)] if rendered else []
+        if not rendered:
+            return []
+        provenance = self.provenance(self.sampling)
+        return [self._verdict(r[0], provenance) for r in self._generate(rendered, self.sampling)]
 
     async def ascore(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
         """Async :meth:`score`."""
         rendered = self.build_prompts(prompts, responses)
-        return [self._verdict(r[0]) for r in await self._agenerate(rendered, self.sampling)] if rendered else []
+        if not rendered:
+            return []
+        provenance = self.provenance(self.sampling)
+        return [self._verdict(r[0], provenance) for r in await self._agenerate(rendered, self.sampling)]
 
     def __call__(self, prompt: Prompt, response: str) -> Verdict:
         """Judge a single (prompt, response)."""
         return self.score([prompt], [response])[0]
 
-    def _verdict(self, c: Completion) -> Verdict:
-        provenance = self.provenance(self.sampling)
+    def _verdict(self, c: Completion, provenance: Any) -> Verdict:
         top = _top(c)
         lps = option_logprobs(top or {}, [str(s) for s in range(self.low, self.high + 1)])
         if not lps:
