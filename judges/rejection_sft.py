@@ -19,6 +19,10 @@ One iteration ``t`` (durable stages, LangGraph SQLite checkpointer, resumable wi
 4. ``evaluate_t``: greedy accuracy on held-out problems, with ``n`` and its 95% Wilson interval, appended to
    ``iterations.jsonl`` (``loopwright report`` / ``loopwright compare`` read it).
 
+``peft=LoRASettings(...)`` (:mod:`loopwright.trainers.lora`) makes ``train_t`` train LoRA adapters instead of every
+weight (passed as ``SFTSettings.lora``); the adapters are merged into ``iter_t/model``, a normal transformers folder
+that the next iteration samples from, so ``peft.merge=False`` is refused when the config is built.
+
 Iteration 0 evaluates the seed model. Defaults (``lr=1e-3``, 2 epochs, 8 samples at temperature 0.8, 4 kept per
 prompt) were chosen on the sandbox: they are smaller than the seed build's lr (3e-3) because this is fine-tuning.
 """
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..sdk.artifacts import RunDir, read_jsonl, write_jsonl
 from ..sdk.errors import ConfigError
@@ -40,6 +44,7 @@ from ..sdk.judge import Judge
 from ..sdk.report import accuracy_record, append_iteration, read_iterations, write_report
 from ..sdk.stages import Stage, run_stages
 from ..sdk.types import Prompt, SamplingParams
+from ..trainers.lora import LoRASettings
 
 __all__ = ["RejectionSFTConfig", "RejectionSFTLoop"]
 
@@ -64,6 +69,18 @@ class RejectionSFTConfig(BaseModel):
     max_length: int = Field(256, ge=16)
     eval_max_tokens: int = Field(128, ge=1)
     seed: int = 0
+    peft: LoRASettings | None = None
+    """Train LoRA adapters instead of every weight (``SFTSettings.lora``); must merge (``merge=True``, the default)."""
+
+    @field_validator("peft")
+    @classmethod
+    def _merged(cls, v: LoRASettings | None) -> LoRASettings | None:
+        if v is not None and not v.merge:
+            raise ValueError(
+                "merge=False is not supported in a loop: iteration t+1 samples from (and may start from) the model "
+                "folder of iteration t, so the adapters must be merged; set merge: true (the default), or call "
+                "loopwright.trainers.sft.sft_train with lora=LoRASettings(merge=False) outside the loop")
+        return v
 
 
 def _generator(model_dir: str) -> Generator:
@@ -210,7 +227,7 @@ class RejectionSFTLoop:
             init = self.seed_model if c.init_from == "seed" else self.model_dir(run, t - 1)
             steps = max(1, math.ceil(c.epochs * len(rows) / c.batch_size))
             settings = SFTSettings(max_steps=steps, learning_rate=c.learning_rate, batch_size=c.batch_size,
-                                   max_length=c.max_length, seed=c.seed + t)
+                                   max_length=c.max_length, seed=c.seed + t, lora=c.peft)
             res = sft_train(init, rows, f"iter_{t}/model", settings, run=run)
             return {"artifacts": {f"model_{t}": str(res.model_dir)},
                     "metrics": {f"train_loss_{t}": res.metrics["train_loss"], f"train_steps_{t}": steps}}

@@ -14,9 +14,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loopwright.sdk.errors import ConfigError
+from loopwright.trainers.lora import LoRASettings
 
 __all__ = ["ActorConfig", "DPOConfig", "EvalConfig", "JudgeConfig", "MetaJudgeConfig", "MetaRewardingConfig",
            "sandbox_config"]
+
+
+_LOOP_NEEDS_MERGE = (
+    "merge=False is not supported in a loop: iteration t+1 starts from and serves (transformers/vLLM) the model "
+    "folder of iteration t, so the adapters must be merged; set merge: true (the default), or call "
+    "loopwright.trainers.dpo.dpo_train with lora=LoRASettings(merge=False) outside the loop")
+"""Why ``dpo.peft.merge=False`` is refused (a validation error; the key comes from pydantic's location)."""
 
 
 class _Strict(BaseModel):
@@ -70,7 +78,10 @@ class DPOConfig(_Strict):
     """DPO on actor + judge pairs mixed in one run (§3.5 [S]): β = 0.1, lr 5e-6, cosine, batch 32, 10 epochs
     (the paper selected a checkpoint per iteration; we keep the last one). ``max_steps`` overrides the epoch count;
     ``nll_alpha`` adds an NLL term on the chosen response (not in the paper; ``None`` = plain DPO);
-    ``trl_config`` goes to ``trl.DPOConfig`` untouched."""
+    ``trl_config`` goes to ``trl.DPOConfig`` untouched. ``peft`` trains LoRA adapters instead of every weight
+    (:class:`~loopwright.trainers.lora.LoRASettings`, passed as ``DPOSettings.lora``; the reference is then the base
+    with the adapters disabled; not in the paper, which fine-tuned in full); each iteration's model is saved merged,
+    so ``peft.merge`` must stay True."""
 
     beta: float = Field(0.1, gt=0)
     learning_rate: float = Field(5e-6, gt=0)
@@ -81,6 +92,14 @@ class DPOConfig(_Strict):
     max_length: int = Field(1024, ge=16)
     num_threads: int = Field(1, ge=1)
     trl_config: dict[str, Any] = Field(default_factory=dict)
+    peft: LoRASettings | None = None
+
+    @field_validator("peft")
+    @classmethod
+    def _merged(cls, v: LoRASettings | None) -> LoRASettings | None:
+        if v is not None and not v.merge:
+            raise ValueError(_LOOP_NEEDS_MERGE)
+        return v
 
     def steps_for(self, n_rows: int) -> int:
         if self.max_steps is not None:

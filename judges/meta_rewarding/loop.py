@@ -422,7 +422,7 @@ class MetaRewardingLoop:
         d = self.cfg.dpo
         settings = DPOSettings(max_steps=d.steps_for(len(rows)), learning_rate=d.learning_rate,
                                batch_size=d.batch_size, beta=d.beta, nll_alpha=d.nll_alpha, max_length=d.max_length,
-                               num_threads=d.num_threads, seed=self.cfg.seed + t)
+                               num_threads=d.num_threads, seed=self.cfg.seed + t, lora=d.peft)
         self._close()  # free the generator (a vLLM engine holds memory) while training
         result = dpo_train(init, rows, self.model_dir(t), settings, trl_config=d.trl_config or None)
         check_model_dir(self.model_dir(t))

@@ -15,6 +15,9 @@ Per iteration ``i = 1..T`` (spec/loops.md §4.1, Appendix A.4), with the judge `
    report, then raises :class:`NoUsableJudgementsError` instead of training on nothing.
 4. ``train`` -- SFT (loss on the judgement tokens only) or DPO (+ NLL, STE release: β 0.1, nll 1.5) of the judge,
    re-initialised from the seed judge every iteration (``init_from="seed"``, §4.1) or from ``M_{i-1}``.
+   ``peft=LoRASettings(...)`` trains LoRA adapters instead of every weight, in whichever trainer ``train_method``
+   picks (the same as setting ``sft.lora`` or ``dpo.lora``; give one of the two); they are merged into
+   ``iter_<i>/model``, which the next iteration serves, so ``merge=False`` is refused.
 5. ``evaluate`` -- held-out judge accuracy on a fixed set of construction-labelled MiniArith pairs (and
    optionally LLMBar pairs), greedy, both orders (:func:`~loopwright.judges.evaluation.evaluate`):
    order-averaged accuracy, position-consistent accuracy, accuracy by slot, invalid rate (§4.5, §9).
@@ -36,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from loopwright.sdk.artifacts import RunDir, read_jsonl, write_json, write_jsonl
 from loopwright.sdk.errors import ConfigError, LoopwrightError
@@ -46,6 +49,7 @@ from loopwright.sdk.stages import Stage, run_stages
 from loopwright.sdk.tasks.miniarith import MiniArithConfig, generate_problems
 from loopwright.sdk.types import SamplingParams
 from loopwright.trainers.dpo import DPOSettings, dpo_train
+from loopwright.trainers.lora import LoRASettings
 from loopwright.trainers.sft import SFTSettings, sft_train
 
 from ..datasets import PreferencePair
@@ -112,6 +116,9 @@ class SelfTaughtConfig(BaseModel):
                                                                  max_length=320))
     dpo: DPOSettings = Field(default_factory=lambda: DPOSettings(max_steps=40, learning_rate=5e-4, batch_size=8,
                                                                  beta=0.1, nll_alpha=1.5, max_length=320))
+    peft: LoRASettings | None = None
+    """LoRA for the trainer ``train_method`` picks (becomes its ``lora``; ``None`` = full fine-tuning unless
+    ``sft.lora`` / ``dpo.lora`` is set). Not in the paper. Must merge (``merge=True``, the default)."""
     dpo_pairs_per_key: int = Field(1, ge=1)
     eval_pairs: int = Field(64, ge=2)
     eval_max_tokens: int = Field(48, ge=1)
@@ -120,12 +127,32 @@ class SelfTaughtConfig(BaseModel):
     generation_batch_size: int = Field(64, ge=1)
     seed: int = 0
 
+    @field_validator("peft", "sft", "dpo")
+    @classmethod
+    def _merged(cls, v: Any, info: ValidationInfo) -> Any:
+        lora, key = (v, "merge") if info.field_name == "peft" else (v.lora, "lora.merge")
+        if lora is not None and not lora.merge:
+            raise ValueError(
+                f"{key}=False is not supported in a loop: iteration i+1 judges with (and may start from) the model "
+                f"folder of iteration i, so the adapters must be merged; set {key}: true (the default), or call the "
+                "trainer (trainers/sft.py, trainers/dpo.py) with lora=LoRASettings(merge=False) outside the loop")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SelfTaughtConfig:
         judge_template(self.judge_prompt_style)  # raises naming the bad style
         if self.train_method == "dpo" and self.samples < 2:
             raise ValueError("train_method='dpo' needs samples >= 2 (a correct and an incorrect judgement per key)")
+        inner = self.sft.lora if self.train_method == "sft" else self.dpo.lora
+        if self.peft is not None and inner is not None:
+            raise ValueError(f"peft and {self.train_method}.lora are both set; give LoRA once (peft applies to the "
+                             f"{self.train_method} trainer)")
         return self
+
+    def train_settings(self) -> SFTSettings | DPOSettings:
+        """The settings of the trainer ``train_method`` picks, with ``peft`` (if set) as its ``lora``."""
+        s = self.sft if self.train_method == "sft" else self.dpo
+        return s if self.peft is None else s.model_copy(update={"lora": self.peft})
 
 
 def check_checkpoint(run_dir: Path) -> Path:
@@ -414,12 +441,12 @@ class SelfTaughtEvaluator:
             init = self.init_model if c.init_from == "seed" or i == 1 else self.judge_dir(run, i - 1)
             t0 = time.perf_counter()
             out = f"iter_{i}/model"
+            settings = c.train_settings().model_copy(update={"seed": c.seed + i})
             if c.train_method == "sft":
-                settings = c.sft.model_copy(update={"seed": c.seed + i})
                 res = sft_train(init, [{"prompt": r["prompt"], "target": r["target"]} for r in rows], out, settings,
                                 run=run)
             else:
-                res = dpo_train(init, rows, out, c.dpo.model_copy(update={"seed": c.seed + i}), run=run)
+                res = dpo_train(init, rows, out, settings, run=run)
             self._log(f"[iteration {i}] trained ({c.train_method}, init {c.init_from}) on {len(rows)} rows: "
                       f"loss {res.metrics['train_loss']:.4f} ({time.perf_counter() - t0:.1f}s)")
             return {"artifacts": {f"model_{i}": str(res.model_dir)},
