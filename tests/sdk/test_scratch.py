@@ -188,3 +188,20 @@ def test_killed_non_main_rank_leaves_rank_scratch_that_is_removed(tmp_path):
     assert remove_stale_scratch(tmp_path) == [left]
     assert not left.exists() and (tmp_path / "iter2" / "model-notes").is_dir()
     assert remove_stale_scratch(tmp_path) == [] and remove_stale_scratch(tmp_path / "missing") == []
+
+
+def test_atomic_write_temp_files_are_removed_but_look_alikes_stay(tmp_path):
+    """A SIGKILL between mkstemp and os.replace in ``sdk.artifacts._atomic_file`` leaves ``.{name}.XXXXXXXX.tmp``."""
+    import tempfile
+
+    from loopwright.sdk.scratch import remove_stale_scratch
+
+    (tmp_path / "iter1").mkdir()
+    fd, real = tempfile.mkstemp(dir=tmp_path / "iter1", prefix=".judgments.jsonl.", suffix=".tmp")  # the real shape
+    os.close(fd)
+    keep = [tmp_path / "iter1" / n for n in ("judgments.jsonl", ".tmp-notes-abcd1234", "x.abcd1234.tmp",
+                                             ".judgments.jsonl.abc.tmp")]
+    for p in keep:
+        p.write_text("{}\n")
+    assert remove_stale_scratch(tmp_path) == [Path(real)]
+    assert all(p.is_file() for p in keep)
