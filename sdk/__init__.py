@@ -52,6 +52,19 @@ _LAZY = {
     "Stage": "loopwright.sdk.stages",
     "run_stages": "loopwright.sdk.stages",
     "load_recipe": "loopwright.sdk.recipes",
+    "Loop": "loopwright.sdk.loop",
+    "LoopStage": "loopwright.sdk.loop",
+    "LoopBudget": "loopwright.sdk.loop",
+    "ArtifactRef": "loopwright.sdk.loop",
+    "StageContext": "loopwright.sdk.loop",
+    "BudgetExceededError": "loopwright.sdk.loop",
+    "Generate": "loopwright.sdk.loop_stages",
+    "Score": "loopwright.sdk.loop_stages",
+    "ApplyFilter": "loopwright.sdk.loop_stages",
+    "BuildPairs": "loopwright.sdk.loop_stages",
+    "RejectionSample": "loopwright.sdk.loop_stages",
+    "Evaluate": "loopwright.sdk.loop_stages",
+    "FunctionStage": "loopwright.sdk.loop_stages",
 }
 
 

@@ -103,6 +103,9 @@ def resume(
     from .recipes import load_recipe
 
     recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file() and (run_dir / "manifest.json").is_file():
+        _resume_python_loop(run_dir)
+        return
     if not recipe_file.is_file():
         _fail(f"{run_dir} is not a loopwright run directory (no recipe.yaml); pass the folder `loopwright run` "
               "printed")
@@ -113,12 +116,31 @@ def resume(
     _print_result(run_dir, result)
 
 
-def _check_checkpoints(run_dir: Path) -> None:
+def _resume_python_loop(run_dir: Path) -> None:
+    """Resume a :class:`~loopwright.sdk.loop.Loop` started from a script: run that script again (same
+    interpreter, arguments and folder) with ``LOOPWRIGHT_RESUME`` set, so its ``loop.run`` continues the run."""
+    import subprocess
+
+    from .loop import RESUME_ENV, resume_command
+
+    try:
+        cmd, cwd = resume_command(run_dir)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+        return
+    _check_checkpoints(run_dir, again="start it again in a new folder")
+    typer.echo(f"resuming the loop in {run_dir}: {' '.join(cmd[1:])} (in {cwd})")
+    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, RESUME_ENV: str(run_dir.absolute())}, check=False)
+    if proc.returncode:
+        raise typer.Exit(proc.returncode)
+
+
+def _check_checkpoints(run_dir: Path, again: str | None = None) -> None:
     """A resume needs the run's LangGraph SQLite checkpoint: a missing or corrupt one is one line naming the file."""
     import sqlite3
 
     db = run_dir / "checkpoints.sqlite"
-    again = f"start again with `loopwright run {run_dir / 'recipe.yaml'} --run-dir NEW_DIR`"
+    again = again or f"start again with `loopwright run {run_dir / 'recipe.yaml'} --run-dir NEW_DIR`"
     if not db.is_file():
         _fail(f"{db} not found, so there is nothing to resume; {again}")
     try:

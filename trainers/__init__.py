@@ -33,6 +33,9 @@ _LAZY = {
     "run_rewire": ".rewire",
     "RewireConfig": ".rewire",
     "train_causal_lm": ".toy_lm",
+    "TrainSFT": ".loop_stages",
+    "TrainDPO": ".loop_stages",
+    "TrainReward": ".loop_stages",
 }
 
 
