@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
-if TYPE_CHECKING:
-    from .search import PathFinder, PathFinderResult
-
-__all__ = ["PathFinderState", "build_graph", "run_graph"]
+__all__ = ["PathFinderNodes", "PathFinderState", "build_graph", "run_graph"]
 
 _RUN = uuid.uuid4().hex[:8]
 _SEQ = itertools.count()
@@ -40,7 +37,22 @@ class PathFinderState(TypedDict, total=False):
     attempt: int
 
 
-def build_graph(pf: PathFinder, checkpointer: Any = None) -> Any:
+class PathFinderNodes(Protocol):
+    """What the graph needs from a searcher: its node functions, config and compiled graph (``PathFinder`` has
+    them). A protocol, so that this module does not import ``search.py``, which imports it (no cycle)."""
+
+    config: Any
+    graph: Any
+
+    def init_state(self, problem: Any) -> PathFinderState: ...
+    def expand(self, state: PathFinderState) -> dict[str, Any]: ...
+    def constrain(self, state: PathFinderState) -> dict[str, Any]: ...
+    def score(self, state: PathFinderState) -> dict[str, Any]: ...
+    def prune(self, state: PathFinderState) -> dict[str, Any]: ...
+    def finalize(self, state: PathFinderState) -> Any: ...
+
+
+def build_graph(pf: PathFinderNodes, checkpointer: Any = None) -> Any:
     """Compile the search graph of ``pf`` (nodes: expand, constrain, score, prune; loop back to expand)."""
     from langgraph.graph import END, START, StateGraph
 
@@ -61,8 +73,9 @@ def build_graph(pf: PathFinder, checkpointer: Any = None) -> Any:
     return g.compile(checkpointer=checkpointer, name="pathfinder")
 
 
-def run_graph(pf: PathFinder, problem: Any, thread_id: str | None = None) -> PathFinderResult:
-    """Run one search through ``pf.graph`` (a fresh checkpoint thread each time) and select the answer."""
+def run_graph(pf: PathFinderNodes, problem: Any, thread_id: str | None = None) -> Any:
+    """Run one search through ``pf.graph`` (a fresh checkpoint thread each time) and select the answer
+    (``pf.finalize``: a ``PathFinderResult``)."""
     state = pf.init_state(problem)
     if state["stop"]:  # nothing to search (the prompt could not be rendered)
         return pf.finalize(state)

@@ -173,7 +173,7 @@ def sandbox_config(**overrides: Any) -> MetaRewardingConfig:
     batch 8 (a ~1M-parameter model barely moves at the paper's 5e-6; 1e-3 x 4 epochs degraded it within one
     iteration) with the NLL term on the chosen side (the paper's seed had already been SFT-ed on judging data; ours
     has never seen a judgement, so plain DPO has no format to build on)."""
-    from .sandbox import SANDBOX_JUDGE_TEMPLATE, SANDBOX_META_TEMPLATE
+    from .sandbox_templates import SANDBOX_JUDGE_TEMPLATE, SANDBOX_META_TEMPLATE
 
     base: dict[str, Any] = {
         "iterations": 3,

@@ -35,6 +35,7 @@ from loopwright.sdk.types import Prompt, SamplingParams
 from ..parsers import parse_score
 from ..pointwise import PointwiseJudge
 from .elo import spearman
+from .sandbox_templates import SANDBOX_JUDGE_TEMPLATE, SANDBOX_META_TEMPLATE
 
 __all__ = [
     "SANDBOX_JUDGE_TEMPLATE",
@@ -47,18 +48,6 @@ __all__ = [
     "verifier_judge",
     "verifier_meta_judge",
 ]
-
-SANDBOX_JUDGE_TEMPLATE = (
-    "Score the answer from 0 to 5: +1 final line, +1 steps shown, +1 steps right, +2 answer right.\n"
-    "Question: {{ question }}\nAnswer: {{ response }}\nEnd with the line Score: N"
-)
-"""A short additive rubric that fits the sandbox model's 512-token context (the paper's is ~760 tokens here)."""
-
-SANDBOX_META_TEMPLATE = (
-    "Which judgement scores the answer more accurately?\nQuestion: {{ question }}\nAnswer: {{ response }}\n"
-    "Judgement A: {{ judgement_a }}\nJudgement B: {{ judgement_b }}\nFinish with the line Winner: Judgement X, "
-    "X = A or B"
-)
 
 # At most 18 digits per operand: int() of a longer run raises past 4300 digits and costs quadratic time below that.
 _STEP_RE = re.compile(r"<<\s*+(-?[0-9]{1,18})\s*+([-+*/x])\s*+(-?[0-9]{1,18})\s*+=\s*+(-?[0-9]{1,18})\s*+>>")

@@ -107,3 +107,56 @@ def test_modeling_and_kernels_import_only_torch_triton_transformers(package):
                 if top not in _GPU_BOX_PACKAGES and top not in sys.stdlib_module_names:
                     bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, "third-party imports outside torch/triton/transformers:\n" + "\n".join(bad)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> loopwright modules it imports, counting lazy (in-function) and TYPE_CHECKING imports too."""
+    paths = {_module_name(p): p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    head = base[: len(base) - node.level + 1]
+                    mod = ".".join(head + ([node.module] if node.module else []))
+                elif (node.module or "").startswith("loopwright."):
+                    mod = node.module.removeprefix("loopwright.")
+                else:
+                    continue
+                targets = [mod, *(f"{mod}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.removeprefix("loopwright.") for a in node.names if a.name.startswith("loopwright.")]
+            deps.update(t for t in targets if t in paths and t != name)
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    """Issue 15: no module reaches itself through imports, lazy ones included (a package ``__init__`` that
+    re-exports its children is not counted: it is the package's face, not a part)."""
+    graph = _module_graph()
+    inits = {n for n in graph if (ROOT / n.replace(".", "/") / "__init__.py").is_file()}
+    graph = {n: d - inits for n, d in graph.items() if n not in inits}
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(dep):], dep]))
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
