@@ -384,7 +384,7 @@ class Loop:
         """The loop's configuration as plain data (the run manifest's ``config``; a resume must match it)."""
         return {"loop": self.name, "seed_model": self.seed_model, "iterations": self.iterations,
                 "init_from": self.init_from, "evaluate_seed": self.evaluate_seed, "seed": self.seed,
-                "stages": [{"name": n, **s.describe()} for s, n in zip(self.stages, self._names, strict=True)],
+                "stages": [{**s.describe(), "name": n} for s, n in zip(self.stages, self._names, strict=True)],
                 "artifacts": {k: r.kind for k, r in self.artifacts.items()}}
 
     # ----------------------------------------------------------------------------------------- models
@@ -419,7 +419,7 @@ class Loop:
         else:
             if run_path.exists() and not run_path.is_dir():
                 raise ConfigError(f"run directory {run_path} is a file; pass a folder path")
-            if run_path.is_dir() and any(run_path.iterdir()):
+            if run_path.is_dir() and {p.name for p in run_path.iterdir()} - {"recipe.yaml"}:  # CLI writes it first
                 raise ConfigError(f"run directory {run_path} is not empty; pick a new folder, or resume it with "
                                   f"loop.run({str(run_path)!r}, resume=True) / `loopwright resume {run_path}`")
             run = RunDir(run_path, config=self.describe(), seeds={"seed": self.seed})

@@ -112,6 +112,7 @@ RECIPE_KINDS: dict[str, str] = {
     "sandbox": "loopwright.trainers.sandbox.pipeline:SandboxRecipe",
     "self_taught": "loopwright.judges.self_taught.recipe:SelfTaughtRecipe",
     "meta_rewarding": "loopwright.judges.meta_rewarding.recipe:MetaRewardingRecipe",
+    "loop": "loopwright.judges.loops.recipe:LoopRecipe",
 }
 
 DEFAULT_RECIPE = "sandbox"
@@ -153,14 +154,31 @@ def list_builtin_recipes() -> list[str]:
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in ``data``; a number indexes a list (``stages.0.generate.n=2``)."""
     keys = dotted.split(".")
-    cur = data
-    for k in keys[:-1]:
-        nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {k!r} is not a mapping in this recipe")
-        cur = nxt
-    cur[keys[-1]] = value
+    cur: Any = data
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(cur, list):
+            if not k.isdigit() or int(k) >= len(cur):
+                raise ConfigError(f"--set {clip(dotted, 120)}: {'.'.join(keys[:i]) or 'the recipe'} is a list of "
+                                  f"{len(cur)} items; index it with 0..{len(cur) - 1}")
+            k = int(k)  # type: ignore[assignment]
+            if last:
+                cur[k] = value
+                return
+            if cur[k] is None or isinstance(cur[k], str):  # `- evaluate` (a bare name) takes a config mapping
+                cur[k] = {cur[k]: {}} if isinstance(cur[k], str) else {}
+            cur = cur[k]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(f"--set {clip(dotted, 120)}: {'.'.join(keys[:i])!r} is not a mapping in this recipe")
+        if last:
+            cur[k] = value
+            return
+        if cur.get(k) is None:
+            cur[k] = {}
+        cur = cur[k]
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
