@@ -96,10 +96,11 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `loopwright run`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `loopwright run` or by a Loop.")],
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Resume a killed or failed run from its last completed stage (same recipe, same artifacts)."""
+    """Resume a killed or failed run from its last completed stage (same recipe, same artifacts); a Loop started
+    from a script is resumed by running that script again."""
     from .recipes import load_recipe
 
     recipe_file = run_dir / "recipe.yaml"
