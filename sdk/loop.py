@@ -24,7 +24,6 @@ rejection-sample, evaluate, function) and :mod:`loopwright.trainers.loop_stages`
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -547,7 +546,8 @@ def resume_command(run_dir: str | Path) -> tuple[list[str], str]:
     elif file and Path(file).is_file() and not runner:
         cmd = [launch["python"], file, *argv[1:]]
     else:
-        started = "an interactive session" if not file else json.dumps(argv[:2])
+        started = ("`python -c`" if argv[:1] == ["-c"] else "an interactive session or notebook") if not file \
+            else f"{Path(file).name} (a test runner)"
         raise ConfigError(f"{run_dir} was started from {started}, which cannot be re-run; {how}")
     if not Path(cmd[0]).is_file():
         cmd[0] = sys.executable
