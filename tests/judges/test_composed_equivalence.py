@@ -1,0 +1,122 @@
+"""Issue 15 item 3: the loops rewritten as compositions of public loop stages write what they wrote before.
+
+The pre-rewrite implementations are kept, frozen, next to this file (``legacy_*.py``, imports made absolute). Each
+test runs a legacy loop and its composed rewrite on the same real components and seeds (the sandbox seed model
+through transformers, one thread; TRL DPO) in two run folders and checks that
+
+- every data artifact (``iter*/*.jsonl``, ``iterations.jsonl``) is byte-identical;
+- the trained weights are exactly equal, tensor by tensor.
+
+Comparing against the frozen reference on the same machine (rather than against hashes stored in the repository)
+keeps the test meaningful on any CPU: sandbox numerics differ slightly between machines (issue 13 item 1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def _legacy(name: str):
+    spec = importlib.util.spec_from_file_location(f"legacy_{name}", Path(__file__).with_name(f"legacy_{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _data_files(run: Path) -> dict[str, bytes]:
+    files = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.glob("iter*/*.jsonl")}
+    files["iterations.jsonl"] = (run / "iterations.jsonl").read_bytes()
+    return files
+
+
+def _assert_same_runs(a: Path, b: Path, models: list[str]) -> None:
+    from safetensors.torch import load_file
+
+    fa, fb = _data_files(a), _data_files(b)
+    assert sorted(fa) == sorted(fb), (sorted(fa), sorted(fb))
+    diff = [k for k in fa if fa[k] != fb[k]]
+    assert not diff, f"data files differ from the legacy loop's: {diff}"
+    for rel in models:
+        wa, wb = load_file(str(a / rel / "model.safetensors")), load_file(str(b / rel / "model.safetensors"))
+        assert wa.keys() == wb.keys()
+        unequal = [k for k in wa if not (wa[k] == wb[k]).all()]
+        assert not unequal, f"{rel}: weights differ from the legacy loop's in {unequal[:3]}"
+
+
+# --------------------------------------------------------------------------------------------- Meta-Rewarding
+
+
+def _mr_inputs(seed_model_dir: Path):
+    import torch
+
+    from loopwright.judges.meta_rewarding import sandbox_config
+    from loopwright.judges.meta_rewarding.sandbox import MiniArithEval
+    from loopwright.sdk.tasks.miniarith import generate_problems
+    from loopwright.trainers.sandbox.seed import SANDBOX_TASK, miniarith_prompt
+
+    torch.set_num_threads(1)
+    problems = generate_problems(14, SANDBOX_TASK.model_copy(update={"seed": 4242}))
+    prompts = [miniarith_prompt(p) for p in problems[6:]]
+    return sandbox_config, problems, prompts, MiniArithEval
+
+
+def _factory(model_dir):
+    from loopwright.sdk.generators.transformers import TransformersGenerator
+
+    return TransformersGenerator(model_dir, batch_size=16)
+
+
+def _run_mr(cls, run_dir: Path, seed_model_dir: Path, overrides: dict, *, self_judge: bool):
+    from loopwright.judges.meta_rewarding.sandbox import verifier_judge, verifier_meta_judge
+
+    sandbox_config, problems, prompts, MiniArithEval = _mr_inputs(seed_model_dir)
+    judges = {} if self_judge else {"judge": verifier_judge(problems), "meta_judge": verifier_meta_judge(problems)}
+    loop = cls(sandbox_config(**overrides), run_dir, seed_model=seed_model_dir, prompts=prompts,
+               generator_factory=_factory,
+               evaluator=MiniArithEval(problems[:4], problems[4:6], max_tokens=32, anchor_max_tokens=16), **judges)
+    return loop.run()
+
+
+MR_FULL = dict(iterations=2, prompts_per_iter=4, actor={"K": 3, "max_tokens": 32}, judge={"N": 3},
+               meta_judge={"max_judgements": 3}, length_control_rho=[0.0, 0.3],
+               dpo={"max_steps": 2, "batch_size": 4, "max_length": 256},
+               eval={"n_problems": 4, "n_anchor": 2, "max_tokens": 32, "anchor_max_tokens": 16})
+
+
+def test_meta_rewarding_composition_matches_legacy_loop(seed_model_dir, tmp_path):
+    """Two iterations with the verifiable-signal judge and meta-judge: actor and judge pairs, length control
+    (rho 0 then 0.3), DPO from the previous model, evaluation of iterations 0..2."""
+    from loopwright.judges.meta_rewarding import MetaRewardingLoop
+
+    legacy = _legacy("meta_rewarding").MetaRewardingLoop
+    a = _run_mr(legacy, tmp_path / "legacy", seed_model_dir, MR_FULL, self_judge=False)
+    b = _run_mr(MetaRewardingLoop, tmp_path / "composed", seed_model_dir, MR_FULL, self_judge=False)
+    assert a == b and len(b) == 3
+    assert b[2]["metrics"]["train_pairs"] > 0, "the reference run must train on something"
+    _assert_same_runs(tmp_path / "legacy", tmp_path / "composed", ["iter1/model", "iter2/model"])
+
+
+def test_meta_rewarding_composition_matches_legacy_on_a_self_judge_with_no_pairs(seed_model_dir, tmp_path):
+    """The model judges itself (the paper's setting); the sandbox seed's judgements do not parse, so both loops
+    stop at iteration 1 with the same recorded reason and the same files."""
+    from loopwright.judges.meta_rewarding import MetaRewardingLoop, NoUsablePairsError
+
+    legacy = _legacy("meta_rewarding")
+    tiny = dict(iterations=1, prompts_per_iter=3, actor={"K": 2, "max_tokens": 24}, judge={"N": 2},
+                eval={"n_problems": 4, "n_anchor": 2, "max_tokens": 32, "anchor_max_tokens": 16})
+    errors = []
+    for cls, err, name in ((legacy.MetaRewardingLoop, legacy.NoUsablePairsError, "legacy"),
+                           (MetaRewardingLoop, NoUsablePairsError, "composed")):
+        try:
+            _run_mr(cls, tmp_path / name, seed_model_dir, tiny, self_judge=True)
+            errors.append(None)
+        except err as e:
+            errors.append(str(e))
+    if errors[0] is None:
+        pytest.fail("the sandbox seed judged itself validly; this test needs a judge that yields no pairs")
+    assert errors[0] == errors[1]
+    _assert_same_runs(tmp_path / "legacy", tmp_path / "composed", [])
