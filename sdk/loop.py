@@ -24,6 +24,7 @@ rejection-sample, evaluate, function) and :mod:`loopwright.trainers.loop_stages`
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -73,14 +74,21 @@ class ArtifactRef(BaseModel):
     stage: str
     name: str
     kind: str
+    file: str | None = None
+    """A fixed file name inside the iteration folder (a stage's ``files``), instead of ``<stage>/<name>``."""
+    iteration_dir: str = "iter_{t}"
+    """The iteration folder's name pattern (the loop's ``iteration_dir``)."""
 
     def __str__(self) -> str:
         return f"{self.stage}.{self.name}"
 
     def path(self, run_path: Path, iteration: int) -> Path:
         """Where iteration ``iteration`` stores it."""
+        folder = run_path / self.iteration_dir.format(t=iteration)
+        if self.file is not None:
+            return folder / self.file
         suffix = {"model": "", "reward_model": "", "json": ".json"}.get(self.kind, ".jsonl")
-        return run_path / f"iter_{iteration}" / self.stage / f"{self.name}{suffix}"
+        return folder / self.stage / f"{self.name}{suffix}"
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -91,7 +99,8 @@ class LoopStage(BaseModel):
 
     Subclasses set ``kind`` (the default stage name), ``accepts`` (input kinds, in order of preference; empty: no
     input) and ``outputs`` (output name -> kind), and implement :meth:`run`, which reads ``ctx.input()``, writes
-    each declared output to ``ctx.output(name)`` atomically and returns a dict of numeric metrics. A stage must be
+    each declared output to ``ctx.output(name)`` atomically and returns a dict of numeric metrics (plus, optionally,
+    ``_intervals``, ``_histograms`` and ``_notes`` for the iteration's report record). A stage must be
     idempotent: a resumed loop re-runs the stage that was interrupted. Components that are not data (a judge, a
     filter, a callable) are fields excluded from the config dump; the run's manifest records the rest.
     """
@@ -105,6 +114,13 @@ class LoopStage(BaseModel):
     """True for stages whose ``model`` output becomes the loop's current model."""
     runs_on_seed: ClassVar[bool] = False
     """True for stages that also run at iteration 0 on the seed model (evaluate)."""
+    releases_generators: ClassVar[bool] = False
+    """True for stages that need the memory (training): the loop closes its open generator before they run."""
+    files: ClassVar[dict[str, str]] = {}
+    """Output name -> a fixed file name in the iteration folder (default ``<stage>/<output>``): a method whose
+    run-folder layout predates the Loop (Meta-Rewarding's ``iter<t>/responses.jsonl``) keeps it."""
+    prefix_metrics: ClassVar[bool] = True
+    """Record metrics as ``<stage>.<metric>`` (False: as the stage names them, for a method's own report)."""
 
     name: str | None = None
     """Unique name in the loop (default: ``kind``, numbered if repeated); artifacts live under it."""
@@ -179,6 +195,15 @@ class StageContext:
     def input_ref(self) -> ArtifactRef:
         return self.inputs["input"]
 
+    def artifact(self, ref: str) -> Path:
+        """This iteration's path of artifact ``"stage.output"`` of an earlier stage (a stage that reads more than
+        its one input, e.g. Meta-Rewarding's pair builder reads responses, scores and meta-judge battles)."""
+        ref_ = self.loop.artifacts.get(ref)
+        if ref_ is None:
+            raise ConfigError(f"stage {self.stage_name!r} reads {ref!r}, which no stage declares; declared: "
+                              f"{', '.join(self.loop.artifacts)}")
+        return ref_.path(self.run.path, self.iteration)
+
     def output(self, name: str) -> Path:
         """The path of declared output ``name`` (its folder created)."""
         ref = self.loop._outputs[self.stage_name].get(name)
@@ -191,10 +216,29 @@ class StageContext:
 
     def generator(self, model: str | None = None) -> Generator:
         """A generator on ``model`` (default: the current model) from the loop's ``make_generator``, metered
-        against the loop's budget and closed when the stage ends."""
-        gen = _Metered(self.loop.make_generator(model or self.model), self)
+        against the loop's budget. The loop keeps one model's generator open across stages (a vLLM engine starts
+        once per model, not once per stage) and closes it before a train stage and when the run ends."""
+        gen = _Metered(self.loop._generator(model or self.model), self)
         self._generators.append(gen)
         return gen
+
+    def recorded_metrics(self) -> dict[str, Any]:
+        """The metrics this iteration's earlier stages recorded (its ``iterations.jsonl`` record so far)."""
+        from .report import read_iterations
+
+        if not (self.run.path / "iterations.jsonl").is_file():
+            return {}
+        rec = next((r for r in read_iterations(self.run.path) if r.iteration == self.iteration), None)
+        return dict(rec.metrics) if rec is not None else {}
+
+    def meter(self, generator: Generator) -> Generator:
+        """``generator`` (one the stage was given, e.g. a fixed judge) counted against the loop's budget."""
+        return _Metered(generator, self)
+
+    def record(self, metrics: dict[str, Any], notes: Sequence[str] = ()) -> None:
+        """Write metrics and notes into this iteration's report record now (a stage about to raise uses it)."""
+        numeric = self.loop._metric_names(self.stage, self.stage_name, metrics)
+        self.loop._record(self.run.path, self.iteration, numeric, {}, notes=notes)
 
     def spend(self, *, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """Count work against the loop's budget (generate/score/evaluate stages call it)."""
@@ -203,10 +247,7 @@ class StageContext:
         self.spent["completion_tokens"] += completion_tokens
 
     def close(self) -> None:
-        for gen in self._generators:
-            close = getattr(gen, "close", None)
-            if callable(close):
-                close()
+        """Drop this stage's metered views (the loop owns, and closes, the generators under them)."""
         self._generators.clear()
 
 
@@ -246,7 +287,7 @@ class _Metered(Generator):
         return self._inner.cache_identity()
 
     def close(self) -> None:
-        self._inner.close()
+        """A no-op: the loop (or whoever made the inner generator) closes it."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_inner"], name)
@@ -280,18 +321,26 @@ class Loop:
         seed: base seed (iteration ``t`` uses ``seed + t``).
         name: the loop's name (report title, manifest).
         progress: show a progress bar.
+        iteration_dir: the iteration folders' name pattern (``"iter_{t}"``; Meta-Rewarding keeps ``"iter{t}"``).
+        on_stage: called with ``"iter<t>.<stage>"`` as each stage starts (logging, tests).
+        config: more configuration to record in the run's manifest (a resume must match it), e.g. the
+            hyperparameters of a method built on the Loop.
     """
 
     def __init__(self, stages: Sequence[LoopStage], *, seed_model: str | Path, iterations: int = 1,
                  init_from: Literal["previous", "seed"] = "previous",
                  make_generator: Callable[[str], Generator] | None = None, budget: LoopBudget | None = None,
-                 evaluate_seed: bool = True, seed: int = 0, name: str = "loop", progress: bool = True) -> None:
+                 evaluate_seed: bool = True, seed: int = 0, name: str = "loop", progress: bool = True,
+                 iteration_dir: str = "iter_{t}", on_stage: Callable[[str], None] | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         if not stages:
             raise ConfigError("a Loop needs at least one stage")
         if not isinstance(iterations, int) or iterations < 1:
             raise ConfigError(f"iterations={iterations!r}; pass an integer >= 1")
         if init_from not in ("previous", "seed"):
             raise ConfigError(f"init_from={init_from!r}; allowed values: previous, seed")
+        if iteration_dir.count("{t}") != 1 or "/" in iteration_dir or "\\" in iteration_dir:
+            raise ConfigError(f"iteration_dir={iteration_dir!r} must hold '{{t}}' once and no path separator")
         bad = [s for s in stages if not isinstance(s, LoopStage)]
         if bad:
             raise ConfigError(f"Loop stages must be LoopStage objects, got {type(bad[0]).__name__}")
@@ -305,6 +354,10 @@ class Loop:
         self.seed = seed
         self.name = name
         self.progress = progress
+        self.iteration_dir = iteration_dir
+        self.on_stage = on_stage
+        self.config = dict(config or {})
+        self._open: tuple[str, Generator] | None = None
         self._names = self._assign_names()
         self._outputs: dict[str, dict[str, ArtifactRef]] = {}
         self._inputs: dict[str, dict[str, ArtifactRef]] = {}
@@ -342,7 +395,8 @@ class Loop:
             elif stage.input is not None:
                 raise ConfigError(f"stage {name!r} ({type(stage).__name__}) takes no input, got input={stage.input!r}")
             kinds = stage.output_kinds(inputs["input"].kind if inputs else None)
-            outs = {k: ArtifactRef(stage=name, name=k, kind=v) for k, v in kinds.items()}
+            outs = {k: ArtifactRef(stage=name, name=k, kind=v, file=stage.files.get(k),
+                                   iteration_dir=self.iteration_dir) for k, v in kinds.items()}
             self._inputs[name] = inputs
             self._outputs[name] = outs
             declared.extend(outs.values())
@@ -382,6 +436,8 @@ class Loop:
     def describe(self) -> dict[str, Any]:
         """The loop's configuration as plain data (the run manifest's ``config``; a resume must match it)."""
         return {"loop": self.name, "seed_model": self.seed_model, "iterations": self.iterations,
+                **({"iteration_dir": self.iteration_dir} if self.iteration_dir != "iter_{t}" else {}),
+                **({"config": self.config} if self.config else {}),
                 "init_from": self.init_from, "evaluate_seed": self.evaluate_seed, "seed": self.seed,
                 "stages": [{**s.describe(), "name": n} for s, n in zip(self.stages, self._names, strict=True)],
                 "artifacts": {k: r.kind for k, r in self.artifacts.items()}}
@@ -398,6 +454,23 @@ class Loop:
         if iteration == 0 or last is None:
             return self.seed_model
         return str(self._outputs[last]["model"].path(run_path, iteration))
+
+    def _generator(self, model: str) -> Generator:
+        """The open generator on ``model``, or a new one (closing the previous model's first)."""
+        if self._open is not None and self._open[0] == model:
+            return self._open[1]
+        self.close_generators()
+        gen = self.make_generator(model)
+        self._open = (model, gen)
+        return gen
+
+    def close_generators(self) -> None:
+        """Close the generator the loop holds open (before training, and when a run ends)."""
+        if self._open is not None:
+            gen, self._open = self._open[1], None
+            close = getattr(gen, "close", None)
+            if callable(close):
+                close()
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -429,10 +502,34 @@ class Loop:
             for t in sorted({t for t, _ in plan}):
                 stages = [Stage(f"iter{t}.{name}", self._node(t, name, bar)) for tt, name in plan if tt == t]
                 run_stages(stages, run, resume=resume, thread_id=f"iteration-{t}")
+        except LoopwrightError:  # a recorded stop (budget, nothing to train on): the report shows why
+            if (run.path / "iterations.jsonl").is_file():
+                write_report(run.path, title=self.name)
+            raise
         finally:
             bar.close()
+            self.close_generators()
         write_report(run.path, title=self.name)
         return [r.model_dump(mode="json") for r in read_iterations(run.path)]
+
+    def run_stage(self, run_dir: str | Path, name: str, iteration: int = 1) -> dict[str, Any]:
+        """Run one stage of one iteration in ``run_dir``, outside the graph (nothing is checkpointed or recorded
+        in ``iterations.jsonl``): to debug a stage, or test it on inputs written by hand. Returns its metrics."""
+        from .artifacts import RunDir
+
+        if name not in self._names:
+            raise ConfigError(f"no stage {name!r} in this loop; stages: {', '.join(self._names)}")
+        stage = self.stages[self._names.index(name)]
+        run = RunDir(Path(run_dir).absolute(), config=self.describe(), seeds={"seed": self.seed})
+        ctx = StageContext(loop=self, run=run, iteration=iteration, stage=stage, stage_name=name,
+                           model=self._model_at(run.path, iteration, name), inputs=self._inputs[name])
+        try:
+            if stage.releases_generators:
+                self.close_generators()
+            return dict(stage.run(ctx) or {})
+        finally:
+            ctx.close()
+            self.close_generators()
 
     def _plan(self) -> list[tuple[int, str]]:
         plan: list[tuple[int, str]] = []
@@ -447,7 +544,11 @@ class Loop:
 
         def fn(state: dict[str, Any], run: Any) -> dict[str, Any]:
             self._check_budget(run, f"iter{t}.{name}")
+            if self.on_stage is not None:
+                self.on_stage(f"iter{t}.{name}")
             bar.set_postfix_str(f"iter {t} {name}", refresh=False)
+            if stage.releases_generators:
+                self.close_generators()
             ctx = StageContext(loop=self, run=run, iteration=t, stage=stage, stage_name=name,
                                model=self._model_at(run.path, t, name), inputs=self._inputs[name])
             try:
@@ -455,10 +556,12 @@ class Loop:
             finally:
                 ctx.close()
             intervals = metrics.pop("_intervals", {})
-            numeric = {f"{name}.{k}": v for k, v in metrics.items() if _number(v)}
+            histograms, notes = metrics.pop("_histograms", {}), metrics.pop("_notes", [])
+            numeric = self._metric_names(stage, name, metrics)
             # timings go to the manifest only, so that a resumed run writes the same iterations.jsonl
             lasting = {k: v for k, v in numeric.items() if not k.endswith("_seconds")}
-            self._record(run.path, t, lasting, {f"{name}.{k}": v for k, v in intervals.items()})
+            self._record(run.path, t, lasting, self._metric_names(stage, name, intervals, numbers=False),
+                         histograms=self._metric_names(stage, name, histograms, numbers=False), notes=notes)
             bar.update(1)
             out = {f"iter{t}.{name}.{k}": str(r.path(run.path, t)) for k, r in self._outputs[name].items()}
             return {"artifacts": out, "metrics": {**numeric, "budget": dict(ctx.spent)}}
@@ -474,7 +577,20 @@ class Loop:
         return self.model_after(run_path, t - 1) if t > 0 else self.seed_model
 
     @staticmethod
-    def _record(run_path: Path, t: int, metrics: dict[str, Any], intervals: dict[str, Any]) -> None:
+    def _metric_names(stage: LoopStage, name: str, values: dict[str, Any], numbers: bool = True) -> dict[str, Any]:
+        """``<stage>.<metric>`` (or the bare name, ``prefix_metrics=False``); numbers only, non-finite ones None."""
+        out = {}
+        for k, v in values.items():
+            if numbers:
+                if not _number(v):
+                    continue
+                v = v if v is None or math.isfinite(v) else None
+            out[f"{name}.{k}" if stage.prefix_metrics else k] = v
+        return out
+
+    @staticmethod
+    def _record(run_path: Path, t: int, metrics: dict[str, Any], intervals: dict[str, Any], *,
+                histograms: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> None:
         from .report import IterationRecord, append_iteration, read_iterations
 
         rec = IterationRecord(iteration=t)
@@ -482,6 +598,8 @@ class Loop:
             rec = next((r for r in read_iterations(run_path) if r.iteration == t), rec)
         rec.metrics.update(metrics)
         rec.intervals.update(intervals)
+        rec.histograms.update({k: [float(x) for x in v] for k, v in (histograms or {}).items()})
+        rec.notes.extend(n for n in notes if n not in rec.notes)  # a re-run stage does not repeat its notes
         append_iteration(run_path, rec)
 
     def spent(self, run: Any) -> dict[str, int]:

@@ -40,14 +40,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from loopwright.sdk.artifacts import RunDir, read_jsonl, write_jsonl
-from loopwright.sdk.errors import ConfigError, LoopwrightError
-from loopwright.sdk.generator import Generator
-from loopwright.sdk.types import Prompt, SamplingParams, normalize_prompt, stable_hash
-
-from loopwright.judges.parsers import parse_score
-from loopwright.judges.pointwise import PointwiseJudge
-from loopwright.judges.templates import prompt_text
 from loopwright.judges.meta_rewarding.actor import select_actor_pair
 from loopwright.judges.meta_rewarding.checkpoints import CheckpointError, check_model_dir, check_state_db
 from loopwright.judges.meta_rewarding.config import MetaRewardingConfig
@@ -60,6 +52,13 @@ from loopwright.judges.meta_rewarding.meta_judge import (
     position_weights,
     select_judge_pair,
 )
+from loopwright.judges.parsers import parse_score
+from loopwright.judges.pointwise import PointwiseJudge
+from loopwright.judges.templates import prompt_text
+from loopwright.sdk.artifacts import RunDir, read_jsonl, write_jsonl
+from loopwright.sdk.errors import ConfigError, LoopwrightError
+from loopwright.sdk.generator import Generator
+from loopwright.sdk.types import Prompt, SamplingParams, normalize_prompt, stable_hash
 
 __all__ = ["STAGES", "CheckpointError", "MetaRewardingLoop", "NoUsablePairsError"]
 

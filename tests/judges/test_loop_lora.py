@@ -112,8 +112,8 @@ def test_meta_rewarding_train_stage_passes_dpo_peft_to_the_trainer(seed_dir, tmp
               "rejected": [{"role": "assistant", "content": f"{i}+7={i + 8} #### {i + 8}"}]} for i in range(8)]
     (tmp_path / "run" / "iter1").mkdir(parents=True)
     (tmp_path / "run" / "iter1" / "train_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    out = loop._stage_train(1, {}, None)
-    assert out["metrics"]["train_steps"] == 3
+    out = loop.loop().run_stage(tmp_path / "run", "train", 1)
+    assert out["train_steps"] == 3
     assert _check_merged(loop.model_dir(1), seed_dir)["kind"] == "dpo"
 
 

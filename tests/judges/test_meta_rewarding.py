@@ -28,7 +28,6 @@ from loopwright.judges.meta_rewarding import (
     select_judge_pair,
     spearman,
 )
-from loopwright.judges.meta_rewarding.loop import _dedup, _trl_row
 from loopwright.judges.meta_rewarding.sandbox import (
     SANDBOX_JUDGE_TEMPLATE,
     SANDBOX_META_TEMPLATE,
@@ -36,6 +35,7 @@ from loopwright.judges.meta_rewarding.sandbox import (
     verifier_judge,
     verifier_meta_judge,
 )
+from loopwright.judges.meta_rewarding.stages import _dedup, _trl_row
 from loopwright.judges.pointwise import PointwiseJudge
 from loopwright.sdk.errors import ConfigError
 from loopwright.sdk.generators.scripted import ScriptedGenerator
