@@ -78,13 +78,15 @@ class ArtifactRef(BaseModel):
     """A fixed file name inside the iteration folder (a stage's ``files``), instead of ``<stage>/<name>``."""
     iteration_dir: str = "iter_{t}"
     """The iteration folder's name pattern (the loop's ``iteration_dir``)."""
+    per_iteration: bool = True
+    """False for the outputs of a ``runs_once`` stage: one file in the run folder, shared by every iteration."""
 
     def __str__(self) -> str:
         return f"{self.stage}.{self.name}"
 
     def path(self, run_path: Path, iteration: int) -> Path:
         """Where iteration ``iteration`` stores it."""
-        folder = run_path / self.iteration_dir.format(t=iteration)
+        folder = run_path / self.iteration_dir.format(t=iteration) if self.per_iteration else run_path
         if self.file is not None:
             return folder / self.file
         suffix = {"model": "", "reward_model": "", "json": ".json"}.get(self.kind, ".jsonl")
@@ -114,6 +116,9 @@ class LoopStage(BaseModel):
     """True for stages whose ``model`` output becomes the loop's current model."""
     runs_on_seed: ClassVar[bool] = False
     """True for stages that also run at iteration 0 on the seed model (evaluate)."""
+    runs_once: ClassVar[bool] = False
+    """True for stages that run once, before the first iteration's other stages (e.g. building a fixed held-out
+    set); their outputs live in the run folder itself and every iteration reads the same file."""
     releases_generators: ClassVar[bool] = False
     """True for stages that need the memory (training): the loop closes its open generator before they run."""
     files: ClassVar[dict[str, str]] = {}
@@ -183,8 +188,11 @@ class StageContext:
 
     @property
     def init_model(self) -> str:
-        """The model a train stage starts from (``init_from``)."""
-        return self.model if self.loop.init_from == "previous" else self.loop.seed_model
+        """The weights a train stage starts from (``init_from``): the current model, or the loop's
+        ``init_model`` (default: the seed model) when that is ``"seed"`` or no stage has trained yet."""
+        if self.loop.init_from == "previous" and self.model != self.loop.seed_model:
+            return self.model
+        return self.loop.init_model
 
     def input(self) -> Path:
         """The path of this stage's input artifact (this iteration's)."""
@@ -235,10 +243,11 @@ class StageContext:
         """``generator`` (one the stage was given, e.g. a fixed judge) counted against the loop's budget."""
         return _Metered(generator, self)
 
-    def record(self, metrics: dict[str, Any], notes: Sequence[str] = ()) -> None:
-        """Write metrics and notes into this iteration's report record now (a stage about to raise uses it)."""
+    def record(self, metrics: dict[str, Any], notes: Sequence[str] = (), **fields: Any) -> None:
+        """Write metrics, notes and other fields (``status=...``) into this iteration's report record now (a stage
+        about to raise uses it)."""
         numeric = self.loop._metric_names(self.stage, self.stage_name, metrics)
-        self.loop._record(self.run.path, self.iteration, numeric, {}, notes=notes)
+        self.loop._record(self.run.path, self.iteration, numeric, {}, notes=notes, fields=fields)
 
     def spend(self, *, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """Count work against the loop's budget (generate/score/evaluate stages call it)."""
@@ -325,6 +334,8 @@ class Loop:
         on_stage: called with ``"iter<t>.<stage>"`` as each stage starts (logging, tests).
         config: more configuration to record in the run's manifest (a resume must match it), e.g. the
             hyperparameters of a method built on the Loop.
+        init_model: the weights train stages start from in place of the seed model (default: ``seed_model``);
+            set it when the seed model is served from elsewhere (a served endpoint's id, a test double).
     """
 
     def __init__(self, stages: Sequence[LoopStage], *, seed_model: str | Path, iterations: int = 1,
@@ -332,7 +343,7 @@ class Loop:
                  make_generator: Callable[[str], Generator] | None = None, budget: LoopBudget | None = None,
                  evaluate_seed: bool = True, seed: int = 0, name: str = "loop", progress: bool = True,
                  iteration_dir: str = "iter_{t}", on_stage: Callable[[str], None] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, init_model: str | Path | None = None) -> None:
         if not stages:
             raise ConfigError("a Loop needs at least one stage")
         if not isinstance(iterations, int) or iterations < 1:
@@ -346,6 +357,7 @@ class Loop:
             raise ConfigError(f"Loop stages must be LoopStage objects, got {type(bad[0]).__name__}")
         self.stages = list(stages)
         self.seed_model = str(seed_model)
+        self.init_model = str(init_model) if init_model is not None else self.seed_model
         self.iterations = iterations
         self.init_from = init_from
         self.make_generator = make_generator or _transformers
@@ -395,8 +407,11 @@ class Loop:
             elif stage.input is not None:
                 raise ConfigError(f"stage {name!r} ({type(stage).__name__}) takes no input, got input={stage.input!r}")
             kinds = stage.output_kinds(inputs["input"].kind if inputs else None)
-            outs = {k: ArtifactRef(stage=name, name=k, kind=v, file=stage.files.get(k),
-                                   iteration_dir=self.iteration_dir) for k, v in kinds.items()}
+            if stage.runs_once and any(r.per_iteration for r in inputs.values()):
+                raise ConfigError(f"stage {name!r} runs once, before the iterations, so it cannot read "
+                                  f"{inputs['input']}, an artifact each iteration writes")
+            outs = {k: ArtifactRef(stage=name, name=k, kind=v, file=stage.files.get(k), iteration_dir=self.iteration_dir,
+                                   per_iteration=not stage.runs_once) for k, v in kinds.items()}
             self._inputs[name] = inputs
             self._outputs[name] = outs
             declared.extend(outs.values())
@@ -438,6 +453,7 @@ class Loop:
         return {"loop": self.name, "seed_model": self.seed_model, "iterations": self.iterations,
                 **({"iteration_dir": self.iteration_dir} if self.iteration_dir != "iter_{t}" else {}),
                 **({"config": self.config} if self.config else {}),
+                **({"init_model": self.init_model} if self.init_model != self.seed_model else {}),
                 "init_from": self.init_from, "evaluate_seed": self.evaluate_seed, "seed": self.seed,
                 "stages": [{**s.describe(), "name": n} for s, n in zip(self.stages, self._names, strict=True)],
                 "artifacts": {k: r.kind for k, r in self.artifacts.items()}}
@@ -502,6 +518,8 @@ class Loop:
             for t in sorted({t for t, _ in plan}):
                 stages = [Stage(f"iter{t}.{name}", self._node(t, name, bar)) for tt, name in plan if tt == t]
                 run_stages(stages, run, resume=resume, thread_id=f"iteration-{t}")
+                if t < self.iterations and (run.path / "iterations.jsonl").is_file():
+                    write_report(run.path, title=self.name)  # watch a long run: the report after each iteration
         except LoopwrightError:  # a recorded stop (budget, nothing to train on): the report shows why
             if (run.path / "iterations.jsonl").is_file():
                 write_report(run.path, title=self.name)
@@ -532,11 +550,12 @@ class Loop:
             self.close_generators()
 
     def _plan(self) -> list[tuple[int, str]]:
+        named = list(zip(self.stages, self._names, strict=True))
         plan: list[tuple[int, str]] = []
         if self.evaluate_seed:
-            plan += [(0, n) for s, n in zip(self.stages, self._names, strict=True) if s.runs_on_seed]
+            plan += [(0, n) for s, n in named if s.runs_on_seed or s.runs_once]
         for t in range(1, self.iterations + 1):
-            plan += [(t, n) for n in self._names]
+            plan += [(t, n) for s, n in named if not s.runs_once or (t == 1 and not self.evaluate_seed)]
         return plan
 
     def _node(self, t: int, name: str, bar: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
@@ -590,7 +609,8 @@ class Loop:
 
     @staticmethod
     def _record(run_path: Path, t: int, metrics: dict[str, Any], intervals: dict[str, Any], *,
-                histograms: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> None:
+                histograms: dict[str, Any] | None = None, notes: Sequence[str] = (),
+                fields: dict[str, Any] | None = None) -> None:
         from .report import IterationRecord, append_iteration, read_iterations
 
         rec = IterationRecord(iteration=t)
@@ -600,6 +620,8 @@ class Loop:
         rec.intervals.update(intervals)
         rec.histograms.update({k: [float(x) for x in v] for k, v in (histograms or {}).items()})
         rec.notes.extend(n for n in notes if n not in rec.notes)  # a re-run stage does not repeat its notes
+        for k, v in (fields or {}).items():
+            setattr(rec, k, v)
         append_iteration(run_path, rec)
 
     def spent(self, run: Any) -> dict[str, int]:

@@ -4,6 +4,9 @@ and by the reward gap of a best-vs-worst pair; synthesize new prompts from the k
 - :class:`RIPFilter` / :class:`RIPThresholds` -- the percentile rule as an sdk Filter (score once, re-decide);
 - :func:`run_rip` / :class:`RIPConfig` / :class:`RIPResult` -- sample N responses through a Local or Ray executor,
   score them with any Judge, write TRL DPO rows and the rejected rows with reasons;
+- :func:`rip_loop` -- the paper's experiment (sample -> score -> RIP -> DPO -> evaluate) as a composed
+  :class:`~loopwright.sdk.loop.Loop` of :class:`RIPSampleScore`, :class:`RIPDecide` and the public train and
+  evaluate stages;
 - :func:`self_rip` / :func:`synthesize_prompts` -- Self-RIP; :func:`rip_stats` -- the stats report.
 
 See docs/rip.md. Importing this package loads no torch / ray.
@@ -32,6 +35,7 @@ from .self_rip import (
     self_rip,
     synthesize_prompts,
 )
+from .stages import RIPDecide, RIPSampleScore, rip_loop
 from .stats import rip_stats
 
 __all__ = [
@@ -50,6 +54,9 @@ __all__ = [
     "parse_new_prompt",
     "percentile",
     "rescore",
+    "RIPDecide",
+    "RIPSampleScore",
+    "rip_loop",
     "rip_stages",
     "rip_stats",
     "rouge_l",

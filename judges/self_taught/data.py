@@ -24,15 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ...sdk.tasks.miniarith import MiniArithProblem, apply_op
+from ...sdk.tasks.miniarith import MiniArithConfig, MiniArithProblem, apply_op, generate_problems
 from ..parsers import parse_pairwise
 
 __all__ = [
+    "WORSE_KINDS",
     "JudgedSample",
     "balance_labels",
     "compact_solution",
     "dpo_pairs",
     "gold_label",
+    "miniarith_pairs",
     "modify_miniarith",
     "process_shuffled",
     "rejection_sample",
@@ -181,3 +183,52 @@ def modify_miniarith(problem: MiniArithProblem, rng: random.Random, *, max_tries
         question = re.sub(pattern, str(new), problem.question, count=1)
         return question, "\n".join([*lines, f"#### {cur}"]), cur
     return None
+
+
+WORSE_KINDS = ("modified_instruction", "wrong_final")
+"""How :func:`miniarith_pairs` builds ``y_l``."""
+
+
+def miniarith_pairs(n: int, task: MiniArithConfig, *, start: int, seed: int, exclude: set[str] | None = None,
+                    worse: str = "modified_instruction") -> list[dict[str, Any]]:
+    """``n`` construction-labelled pairs from MiniArith problems ``start, start+1, ...`` (§4.8).
+
+    Row: ``{id, question, chosen (gold solution, compact), rejected, modified_question, answer,
+    modified_answer}``. ``worse="modified_instruction"`` (the paper's method): ``rejected`` = the gold solution
+    of ``x'`` (one number of ``x`` changed). ``worse="wrong_final"`` (the paper's weaker "rewrite the answer to be
+    worse" ablation, 80.7 vs 83.8 on RewardBench): the gold solution of ``x`` with a wrong ``#### N`` line
+    (``modified_question`` is then ``None``). Problems with no valid modification or a question in ``exclude``
+    are skipped.
+    """
+    if worse not in WORSE_KINDS:
+        raise ValueError(f"worse={worse!r}; use one of {WORSE_KINDS}")
+    out: list[dict[str, Any]] = []
+    i = start
+    exclude = exclude or set()
+    while len(out) < n:
+        batch = generate_problems(2 * (n - len(out)) + 8, task, start=i)
+        i += len(batch)
+        for p in batch:
+            if p.question in exclude:
+                continue
+            rng = random.Random(f"ste-modify-{seed}-{p.id}")
+            if worse == "wrong_final":
+                answer2 = p.answer + rng.choice([-3, -2, -1, 1, 2, 3])
+                answer2 = answer2 if answer2 >= 0 else p.answer + 2
+                lines = compact_solution(p.cot).split("\n")
+                question2, rejected = None, "\n".join([*lines[:-1], f"#### {answer2}"])
+            else:
+                mod = modify_miniarith(p, rng, max_result=task.max_result)
+                if mod is None:
+                    continue
+                question2, rejected, answer2 = mod
+            out.append({"id": p.id, "question": p.question, "chosen": compact_solution(p.cot),
+                        "rejected": rejected, "modified_question": question2, "answer": p.answer,
+                        "modified_answer": answer2})
+            if len(out) == n:
+                break
+    return out
+
+
+def _slot(pair_id: str, order: str) -> Literal["A", "B"]:
+    return "A" if order == "0_1" else "B"

@@ -188,3 +188,40 @@ def seed_judge_dir() -> Path:
     from loopwright.judges.self_taught.sandbox import ensure_seed_judge
 
     return ensure_seed_judge()
+
+
+# --------------------------------------------------------------------------------------------- RIP
+
+
+def test_rip_composition_matches_the_stage_functions(seed_model_dir, tmp_path):
+    """RIP on the sandbox seed model with the gold-answer judge: ``rip_loop`` (sample_score -> rip_filter on the
+    Loop) writes the same ``dpo.jsonl``, ``rejected.jsonl`` and ``scored.jsonl`` (and the same report row) as the
+    ``rip_stages`` graph, which writes them at the run folder's top."""
+    import torch
+
+    from loopwright.judges.oracle import GoldAnswerJudge
+    from loopwright.judges.rip import RIPConfig, RIPThresholds, rip_loop, rip_stages
+    from loopwright.sdk.artifacts import RunDir, read_jsonl
+    from loopwright.sdk.stages import run_stages
+    from loopwright.sdk.tasks.miniarith import generate_problems
+    from loopwright.trainers.sandbox.seed import SANDBOX_TASK, miniarith_prompt
+
+    torch.set_num_threads(1)
+    problems = generate_problems(10, SANDBOX_TASK.model_copy(update={"seed": 77}))
+    prompts = [miniarith_prompt(p) for p in problems] + ["", None]  # two bad prompts: rejected before sampling
+    judge = GoldAnswerJudge(problems)
+    cfg = RIPConfig(n_responses=4, max_tokens=48,
+                    thresholds=RIPThresholds(rejected_reward_pct=40, rejected_length_pct=60, reward_gap_pct=40))
+    legacy = RunDir(tmp_path / "legacy", config={"rip": 1})
+    run_stages(rip_stages(prompts, _factory(seed_model_dir), judge, cfg), legacy)
+    rip_loop(seed_model_dir, prompts, judge, cfg, make_generator=_factory, progress=False).run(tmp_path / "composed")
+    for name in ("dpo.jsonl", "rejected.jsonl", "scored.jsonl"):
+        a, b = (legacy.path / name).read_bytes(), (tmp_path / "composed" / "iter_1" / name).read_bytes()
+        assert a == b, f"{name} differs"
+    assert read_jsonl(legacy.path / "dpo.jsonl"), "the reference run must keep some pairs"
+    assert len(read_jsonl(legacy.path / "rejected.jsonl")) >= 2
+    ra, rb = read_jsonl(legacy.path / "iterations.jsonl"), read_jsonl(tmp_path / "composed" / "iterations.jsonl")
+    assert len(ra) == len(rb) == 1
+    # the same row, plus the sampling stage's own counts (sample_score.prompts, .responses, .invalid_rewards)
+    assert ra[0]["metrics"].items() <= rb[0]["metrics"].items() and rb[0]["metrics"]["sample_score.responses"] == 40
+    assert (ra[0]["histograms"], ra[0]["notes"]) == (rb[0]["histograms"], rb[0]["notes"])

@@ -120,18 +120,18 @@ def test_meta_rewarding_train_stage_passes_dpo_peft_to_the_trainer(seed_dir, tmp
 @pytest.mark.timeout(300)
 def test_self_taught_train_stage_trains_peft_adapters(seed_dir, tmp_path):
     from loopwright.judges.self_taught.loop import SelfTaughtEvaluator
-    from loopwright.sdk.artifacts import RunDir
 
     cfg = SelfTaughtConfig(peft={"r": R}, sft=SFTSettings(max_steps=3, batch_size=4, max_length=64,
                                                           learning_rate=1e-2))
     loop = SelfTaughtEvaluator(seed_dir, cfg)
-    run = RunDir(tmp_path / "run")
+    run = tmp_path / "run"
     rows = [{"prompt": f"Which answer to {i}+3 is right? A: {i + 3} B: {i + 4}", "target": "[[A]]"} for i in range(8)]
-    (run.path / "iter_1").mkdir()
-    (run.path / "iter_1" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = loop._train_stage(1)({}, run)
-    assert out["metrics"]["train_rows_1"] == 8
-    assert _check_merged(Path(out["artifacts"]["model_1"]), seed_dir)["kind"] == "sft"
+    (run / "iter_1").mkdir(parents=True)
+    (run / "iter_1" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = loop.loop().run_stage(run, "train", 1)
+    assert out["train_loss"] > 0
+    m = _check_merged(run / "iter_1" / "model", seed_dir)
+    assert m["kind"] == "sft" and m["n_rows"] == 8
 
 
 def test_self_taught_peft_goes_to_the_trainer_train_method_picks():

@@ -5,7 +5,8 @@ transformers, the verifiable-signal judge and meta-judge, TRL DPO for 2 steps, 2
 in subprocesses: run A straight through, run B killed with SIGKILL from outside and resumed in a fresh process.
 
 - ``test_kill_and_resume_matches_uninterrupted_run``: B is killed once, when a (seeded) random stage starts (the
-  driver's ``on_stage`` hook writes a marker and sleeps there), then resumed to the end.
+  driver's ``on_stage`` hook writes a marker and sleeps there), then resumed to the end by ``loopwright resume B``
+  (which re-runs this driver script).
 - ``test_kills_at_random_wall_clock_moments_match_uninterrupted_run``: B is killed at seeded random wall-clock
   moments *inside* stages: a seeded random delay after a seeded random stage (a ``generate`` or a ``train`` stage,
   which writes TRL scratch folders) appears in B's log (the hook only logs). Twice: kill, resume and kill the
@@ -219,8 +220,10 @@ def test_kill_and_resume_matches_uninterrupted_run(seed_model_dir, tmp_path):
         assert set(done_before) == set(STAGE_NAMES[: STAGE_NAMES.index(target)])
         assert not _scratch_dirs(b_dir), "a kill at a stage start leaves no scratch folder"
 
-        log.write_text("")
-        _finish(_start(b_dir, seed_model_dir, resume=True, MR_LOG=str(log)), "resumed run B")
+        log.write_text("")  # resumed by the CLI, which re-runs this driver with LOOPWRIGHT_RESUME set
+        cli = [sys.executable, "-m", "loopwright.sdk.cli", "resume", str(b_dir)]
+        _finish(subprocess.Popen(cli, env={**os.environ, "MR_LOG": str(log)}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT), "run B resumed by `loopwright resume`")
         _finish(proc_a, "uninterrupted run A")
     finally:
         _stop(proc_a)

@@ -105,7 +105,7 @@ def test_one_iteration_end_to_end_then_resume_is_a_no_op(tiny_model_dir, tmp_pat
 
 
 def test_resume_after_a_crash_continues_after_the_last_completed_stage(tiny_model_dir, tmp_path, monkeypatch):
-    import loopwright.judges.self_taught.loop as loop_mod
+    import loopwright.trainers.sft as loop_mod  # the train stage calls trainers.sft.sft_train
 
     real_sft = loop_mod.sft_train
     calls = {"n": 0}
