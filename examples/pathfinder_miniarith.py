@@ -20,7 +20,10 @@ random): oracle, random, majority vote, buddy (Jaccard / 3-gram), and the label-
 (fraction of ``<<expr=result>>`` annotations that hold). Accuracy = the label of the chosen solution.
 
     python examples/pathfinder_miniarith.py [--n-problems 40] [--seed 0] [--model PATH]
-        [--backend transformers|vllm|openai] [--base-url URL --served-name NAME] [--out results.json]
+        [--backend transformers|vllm|openai] [--base-url URL --served-name NAME] [--oracle] [--out results.json]
+
+``--oracle`` adds PathFinder with the gold step scorer (:class:`~loopwright.judges.oracle.GoldStepJudge`), the
+oracle-signal run: the search with a perfect process reward, at the same budget.
 """
 
 from __future__ import annotations
@@ -122,9 +125,9 @@ def run_self_consistency(gen: Any, problems: Sequence[Any], n: int, seed: int,
 
 
 def run_pathfinder(gen: Any, problems: Sequence[Any], cfg: PathFinderConfig, name: str, render: Any = None,
-                   ) -> tuple[dict[str, Any], list[Any]]:
+                   judge: Any = None) -> tuple[dict[str, Any], list[Any]]:
     t0 = time.perf_counter()
-    pf = PathFinder(gen, cfg, render=render, verifier=arithmetic_verifier)
+    pf = PathFinder(gen, cfg, render=render, verifier=arithmetic_verifier, judge=judge)
     results = [pf.search(p) for p in problems]
     correct = [is_correct(r.answer, p.answer) for r, p in zip(results, problems, strict=True)]
     row = _row(name, correct, [r.budget.completion_tokens for r in results],
@@ -227,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--retries", type=int, default=2,
                     help="expansion_retries: re-expand a beam whose every child was pruned (exploration)")
     ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=False,
+                    help="also run PathFinder with the gold step scorer (GoldStepJudge: a step scores 1 when it "
+                         "stays on the gold solution's path) -- the oracle-signal run of issue 13")
     ap.add_argument("--gsm8k-limit", type=int, default=None, help="questions for part 2 (default: all 1319)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--out", default=None, help="write the tables as JSON here")
@@ -251,6 +257,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pf_row, pf_results = run_pathfinder(gen, problems, base,
                                         f"PathFinder (b={args.branching}, B={args.buffer}, constraints, buddy)", render)
     table = [greedy, sc, pf_row]
+    if args.oracle:
+        from loopwright.judges.oracle import GoldStepJudge
+
+        oracle = GoldStepJudge(problems)
+        ranked = base.model_copy(update={"score": "judge", "selector": "max_likelihood"})
+        table.append(run_pathfinder(gen, problems, ranked, "PathFinder, gold step scorer ranks and selects (oracle)",
+                                    render, judge=oracle)[0])
+        table.append(run_pathfinder(gen, problems, ranked.model_copy(update={"min_step_score": 0.5}),
+                                    "PathFinder, gold step scorer prunes off-path steps (oracle)", render,
+                                    judge=oracle)[0])
     if args.ablations:
         table.append(run_pathfinder(gen, problems, base.model_copy(update={"constraints": ConstraintsConfig.none()}),
                                     "PathFinder, constraints off", render)[0])

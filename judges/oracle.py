@@ -30,7 +30,7 @@ from ..sdk.tasks.gsm8k import extract_model_answer, is_correct
 from ..sdk.types import JudgeProvenance, Prompt, SwapRecord, Verdict, stable_hash
 from .adapters.trl import RewardFuncMixin
 
-__all__ = ["GoldAnswerJudge", "arithmetic_ok", "question_of"]
+__all__ = ["GoldAnswerJudge", "GoldStepJudge", "annotation_results", "arithmetic_ok", "question_of"]
 
 PARSER_VERSION = "gold_answer/1"
 
@@ -204,4 +204,79 @@ class GoldAnswerJudge(RewardFuncMixin, Judge):
             out.append(Verdict(kind="pairwise", preference=pref, p_a=p_a, valid=True, judge=self.provenance,
                                raw=pref, reasoning=f"A correct: {ok_a}, B correct: {ok_b}",
                                swap=SwapRecord(forward=pref, reverse=pref, consistent=True)))
+        return out
+
+
+def annotation_results(text: str) -> list[int | None]:
+    """The results ``c`` of the ``<<a op b=c>>`` annotations in ``text``, in order (``None`` where ``c`` is not an
+    integer; an annotation left open at the end is not counted). Linear time (``str.find`` scans)."""
+    out: list[int | None] = []
+    pos = 0
+    text = text[:MAX_CHECKED_CHARS]
+    while (start := text.find("<<", pos)) != -1:
+        end = text.find(">>", start + 2)
+        if end == -1:
+            break
+        _, sep, result = text[start + 2:end].partition("=")
+        out.append(_int(result) if sep else None)
+        pos = end + 2
+    return out
+
+
+class GoldStepJudge(Judge):
+    """A process oracle: scores a (partial) solution 1 when every step so far is on the gold solution's path,
+    else 0 -- the oracle step scorer for step-level search (PathFinder ``score="judge"``) and the upper bound of a
+    process reward model.
+
+    A step is on the path when its annotation ``<<a op b=c>>`` has correct arithmetic, the written expression and
+    number around it agree with it (:func:`arithmetic_ok`'s checks), and its result ``c`` equals the gold
+    solution's result at the same position. A ``#### N`` answer, once written, must be the gold answer.
+    ``problems``: MiniArith or GSM8K problems with a solution carrying annotations (``.cot``, or GSM8K's
+    ``.answer`` text) and a gold answer (``.answer`` / ``.gold``).
+    """
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"pointwise"})
+    name = "gold_steps"
+
+    def __init__(self, problems: Iterable[Any], *, tol: float = 1e-6) -> None:
+        self.steps: dict[str, list[int | None]] = {}
+        self.gold: dict[str, str] = {}
+        for item in problems:
+            q, a = _gold_of(item)
+            solution = getattr(item, "cot", None) or (getattr(item, "answer", "") if hasattr(item, "gold") else "")
+            results = annotation_results(str(solution))
+            if not results:
+                raise ValueError(f"GoldStepJudge needs gold solutions with <<a op b=c>> annotations: {q[:80]!r}")
+            self.steps[q], self.gold[q] = results, a
+        if not self.steps:
+            raise ValueError("GoldStepJudge needs at least one problem")
+        self.tol = tol
+        self.provenance = JudgeProvenance(model="oracle:gold_steps", parser_version=PARSER_VERSION,
+                                          template_hash=stable_hash({"n": len(self.steps)})[:12])
+
+    def on_path(self, prompt: Prompt, response: str) -> bool | None:
+        """Whether ``response`` (a partial or whole solution) stays on the gold path; ``None``: no gold."""
+        q = question_of(prompt)
+        gold = self.steps.get(q)
+        if gold is None:
+            return None
+        results = annotation_results(response)
+        if len(results) > len(gold) or results != gold[:len(results)]:
+            return False
+        if results and not arithmetic_ok(response):
+            return False
+        if "####" in response and not is_correct(extract_model_answer(response), self.gold[q], self.tol):
+            return False
+        return True
+
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
+        out: list[Verdict] = []
+        for prompt, response in zip(prompts, responses, strict=True):
+            ok = self.on_path(prompt, response)
+            if ok is None:
+                out.append(Verdict(kind="pointwise", valid=False, raw="", judge=self.provenance,
+                                   invalid_reason=f"no gold solution for this prompt: {question_of(prompt)[:80]!r}"))
+                continue
+            out.append(Verdict(kind="pointwise", score=float(ok), valid=True, judge=self.provenance,
+                               raw=f"{float(ok):g}", reasoning="on the gold path" if ok else "off the gold path"))
         return out

@@ -185,6 +185,11 @@ class PathFinderConfig(BaseModel):
     dedup: bool = True
     """Drop partial paths whose normalised steps equal another child's (keep the best scored)."""
     score: Literal["mean_token_logprob", "sum_logprob", "judge"] = "mean_token_logprob"
+    min_step_score: float | None = None
+    """With ``score="judge"``: prune a path (partial or finished) whose judge score is below this, as a process
+    reward model's threshold (``GoldStepJudge``: 0.5 keeps only paths on the gold solution's path); its freed
+    place goes to the other branches and, when every child dies, to ``expansion_retries``. ``None`` = rank only
+    (spec §2.2 keeps the top B whatever their score) [R]."""
     score_source: Literal["logprobs", "score"] = "logprobs"
     """Where token log-probabilities come from: the sampled tokens' logprobs returned with each step (free), or a
     separate ``Generator.score_many`` pass over the steps (for backends without logprobs)."""

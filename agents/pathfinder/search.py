@@ -344,6 +344,11 @@ class PathFinder(Searcher):
         children = [dict(c) for c in state["children"]]
         if cfg.score == "judge":
             self._judge_scores(state["question"], children, budget, failures)
+            if cfg.min_step_score is not None:
+                low = [c for c in children if c["score"] < cfg.min_step_score]
+                if low:
+                    pruned["low_score"] = pruned.get("low_score", 0) + len(low)
+                    children = [c for c in children if c["score"] >= cfg.min_step_score]
         else:
             need = [c for c in children if cfg.score_source == "score" or c["step_lp"] is None]
             if need:

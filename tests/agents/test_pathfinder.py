@@ -355,3 +355,20 @@ def test_exports_to_trl_formats() -> None:
 
     ds = datasets.Dataset.from_list([{k: row[k] for k in ("prompt", "completions", "labels")} for row in steps])
     assert ds.features["labels"].feature.dtype == "bool"
+
+
+def test_min_step_score_prunes_low_scored_paths_and_counts_them() -> None:
+    """A process-reward threshold: every path the step scorer rejects is pruned (``low_score``) and never becomes
+    a candidate; without the threshold the same paths are only ranked last."""
+    pf, _, _ = make()
+    cfg = pf.config.model_copy(update={"score": "judge"})
+
+    def scorer(question, steps):
+        return 0.0 if "9" in "".join(steps) else 1.0
+
+    ranked = PathFinder(pf.generator, cfg, prompt_fn=prompt_fn, judge=scorer).search(QUESTION)
+    assert any(p.answer == "9" for p in ranked.paths) and "low_score" not in ranked.pruned
+    pruned = PathFinder(pf.generator, cfg.model_copy(update={"min_step_score": 0.5}), prompt_fn=prompt_fn,
+                        judge=scorer).search(QUESTION)
+    assert pruned.pruned.get("low_score", 0) > 0
+    assert pruned.paths and all(p.answer != "9" and p.score >= 0.5 for p in pruned.paths)

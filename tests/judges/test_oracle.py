@@ -85,3 +85,31 @@ def test_construction_errors_and_reward_func(problems):
     completions = [[{"role": "assistant", "content": problems[0].cot}], [{"role": "assistant", "content": "#### -1"}]]
     assert fn(prompts, completions) == [1.0, 0.0]
     assert question_of([{"role": "system", "content": "s"}, {"role": "user", "content": " q "}]) == "q"
+
+
+def test_gold_step_judge_scores_partial_solutions_on_the_gold_path(problems):
+    from loopwright.judges.oracle import GoldStepJudge, annotation_results
+
+    p = next(q for q in problems if len(q.program) >= 2)
+    judge = GoldStepJudge(problems)
+    lines = p.cot.split("\n")
+    prefixes = ["\n".join(lines[:k]) for k in range(len(lines) + 1)]  # "", step 1, steps 1-2, ..., with "#### N"
+    assert [v.score for v in judge.score([p.question] * len(prefixes), prefixes)] == [1.0] * len(prefixes)
+    first = p.program[0]
+    a, b = first.a, first.b
+    off = {
+        "a wrong result": lines[0].replace(f"={first.result}>>", f"={first.result + 1}>>"),
+        "a right sum off the gold path": f"{first.result}+1=<<{first.result}+1={first.result + 1}>>{first.result + 1}",
+        "a copying error": f"{a}{first.op}{b}=<<{a}{first.op}{b}={first.result}>>{first.result + 1}",
+        "a wrong final answer": f"{p.cot.rsplit('####', 1)[0]}#### {p.answer + 1}",
+        "more steps than the gold": p.cot.rsplit("\n####", 1)[0] + "\n1+1=<<1+1=2>>2",
+    }
+    got = {k: judge.score([p.question], [t])[0] for k, t in off.items()}
+    assert {k: v.score for k, v in got.items()} == dict.fromkeys(off, 0.0), got
+    assert all(v.valid for v in got.values())
+    unknown = judge.score(["What is 2+2?"], ["2+2=<<2+2=4>>4"])[0]
+    assert not unknown.valid and "no gold solution" in unknown.invalid_reason
+    assert annotation_results("<<1+1=2>> then <<2*3=x>> and <<4-1=3") == [2, None]
+    assert annotation_results("<<" * 50_000) == []  # bounded and linear: no regex, str.find scans
+    with pytest.raises(ValueError, match="annotations"):
+        GoldStepJudge([("What is 2+2?", "4")])
