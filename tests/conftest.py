@@ -43,3 +43,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"../shared/data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged():
+    """Restore torch's intra-op thread count after each test: many tests run on one thread, and an in-process
+    vLLM-CPU engine started later in the session checks that the count did not change (cpu_attn
+    "thread_num == thread_num" failed one full run)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    n = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
