@@ -17,17 +17,6 @@ from pathlib import Path
 
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """These tests run on one torch thread; put the count back, because an in-process vLLM engine started later in
-    the same session checks that the thread count did not change (cpu_attn: "thread_num == thread_num")."""
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

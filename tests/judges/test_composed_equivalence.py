@@ -19,17 +19,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """These tests run on one torch thread; put the count back, because an in-process vLLM engine started later in
-    the same session checks that the thread count did not change (cpu_attn: "thread_num == thread_num")."""
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _legacy(name: str):
     spec = importlib.util.spec_from_file_location(f"legacy_{name}", Path(__file__).with_name(f"legacy_{name}.py"))
     assert spec is not None and spec.loader is not None
